@@ -1,0 +1,126 @@
+"""The client: one configuration, one resource, one pipeline and the tracer that feeds it.
+
+``tracerelay.init()`` builds one and installs it process-wide; ``Client(...)``
+builds a standalone one (several may coexist, each with its own exporters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tracerelay.config import Config, make_config
+from tracerelay.errors import TracerelayError
+from tracerelay.export import Exporter
+from tracerelay.ids import new_event_id
+from tracerelay.pipeline import BackgroundPipeline, Pipeline, SyncPipeline
+from tracerelay.processing import Processor, build_processors
+from tracerelay.records import RawEvent, Record
+from tracerelay.resource import detect_resource
+from tracerelay.tracer import Tracer
+
+__all__ = ["EVENT_TYPES", "Client"]
+
+EVENT_TYPES = frozenset({
+    "trace_create", "trace_update", "observation_create", "observation_update",
+    "observation_complete", "quality_score_create", "quality_score_update", "metric",
+    "event_create",
+})
+
+
+def _default_exporters(config: Config, resource: Mapping[str, Any]) -> list[Exporter]:
+    if config.exporter == "console":
+        from tracerelay.export.console import ConsoleExporter
+
+        return [ConsoleExporter()]
+    if config.exporter == "jsonl":
+        from tracerelay.export.jsonl import JsonLinesExporter
+
+        return [JsonLinesExporter(config.export_file, resource=resource)]
+    return []
+
+
+class Client:
+    """Configuration, resource, pipeline and tracer for one destination.
+
+    Keyword arguments are the options of ``docs/configuration.md``; besides them,
+    ``exporters`` replaces the configured exporter, ``processors`` are appended
+    to the built-in chain, and ``synchronous=True`` processes and exports each
+    record as it ends (tests, debugging) instead of on a background thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        exporters: Iterable[Exporter] | None = None,
+        processors: Iterable[Processor] = (),
+        synchronous: bool = False,
+        **options: Any,
+    ) -> None:
+        self.config = make_config(**options)
+        config = self.config
+        self.resource = detect_resource(
+            config.service, service_version=config.service_version,
+            environment=config.environment, environ=options.get("environ"),
+        )
+        self.exporters = list(exporters) if exporters is not None else _default_exporters(config, self.resource)
+        chain = build_processors(config, processors)
+        self.pipeline: Pipeline
+        if synchronous:
+            self.pipeline = SyncPipeline(chain, self.exporters)
+        else:
+            self.pipeline = BackgroundPipeline(
+                chain, self.exporters, max_queue_size=config.max_queue_size,
+                batch_size=config.batch_max_size, flush_interval=config.batch_flush_interval,
+                instant=config.mode == "instant",
+            )
+        self.tracer = Tracer(
+            self.pipeline.submit, sample_rate=config.sample_rate,
+            capture_io=config.capture_io, max_io_length=config.max_io_length,
+        )
+        # Kept so a forked child can build an identical client of its own.
+        self._arguments = dict(options, exporters=exporters, processors=processors, synchronous=synchronous)
+
+    def submit(self, record: Record) -> str:
+        """Queue a record (score, event, metric, trace update); returns its event id."""
+        if record.event_id is None:
+            record.event_id = new_event_id(record.timestamp)
+        self.pipeline.submit(record)
+        return record.event_id
+
+    def submit_batch_event(self, event_type: str, payload: Mapping[str, Any]) -> str:
+        """Queue one event of any SPEC §2 type with ``payload`` as given; returns its ULID."""
+        if event_type not in EVENT_TYPES:
+            raise TracerelayError(
+                f"unknown event_type {event_type!r}.",
+                code="TR-EVENT-TYPE",
+                fix="use one of: " + ", ".join(sorted(EVENT_TYPES)) + ".",
+            )
+        return self.submit(RawEvent(event_type, payload))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Export everything recorded so far; True if done within ``timeout`` seconds."""
+        return self.pipeline.flush(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` (default ``shutdown_timeout``) and release exporters."""
+        return self.pipeline.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
+
+    def metrics(self) -> dict[str, Any]:
+        """The pipeline's own counters (the full delivery set arrives with the HTTP exporter)."""
+        stats = self.pipeline.stats()
+        dropped = sum(stats["dropped"].values())
+        batches = stats["batches"]
+        return {
+            "queue_depth": stats["queued"],
+            "items_created": stats["processed"] + dropped + stats["queued"],
+            "items_processed": stats["processed"],
+            "items_failed": stats["failed"],
+            "items_dropped": dropped,
+            "dropped_by_reason": stats["dropped"],
+            "batches_processed": batches,
+            "avg_batch_size": stats["processed"] / batches if batches else 0.0,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Client service={self.config.service!r} exporters={self.exporters!r}>"

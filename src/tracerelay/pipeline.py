@@ -1,0 +1,283 @@
+"""The pipeline: finished records → queue → processors → exporters.
+
+Traced code only ever calls ``submit(record)``: a ``deque.append`` and a length
+check, no lock, no I/O. A daemon thread, started lazily on the first record,
+wakes every ``flush_interval`` seconds or as soon as a batch is full (in
+``instant`` mode, as soon as anything is queued), takes what is queued in
+batches, gives each record its event id, runs the processors and hands the
+batch to every exporter. When the queue is full the oldest record is dropped
+and counted by reason: never silently.
+
+``SyncPipeline`` does the same work inline in ``submit``; ``tracerelay.testing``
+uses it so a test sees each span the moment it ends.
+
+After ``os.fork`` the owner calls ``abandon()`` on the parent's pipeline in the
+child and builds a fresh one, so the child neither inherits a dead thread nor
+re-exports the parent's queued records.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from tracerelay._diagnostics import internal_error
+from tracerelay.export import Exporter, ExportResult
+from tracerelay.ids import new_event_id
+from tracerelay.spans import resync_clock
+
+__all__ = ["BackgroundPipeline", "Pipeline", "SyncPipeline"]
+
+Processor = Callable[[Any], Any]
+_CLOCK_RESYNC_S = 60.0
+
+
+class Pipeline:
+    """Processing and export shared by both pipelines; counts what happens to records."""
+
+    def __init__(self, processors: Iterable[Processor], exporters: Iterable[Exporter]) -> None:
+        self.processors = list(processors)
+        self.exporters = list(exporters)
+        self._export_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.processed = 0
+        self.exported_batches = 0
+        self.failed = 0
+        self.dropped: Counter[str] = Counter()
+        self._closed = False
+
+    def submit(self, record: Any) -> None:
+        """Take one finished record (called from traced code: must be cheap and never raise)."""
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Process and export everything submitted so far; True if done in time."""
+        raise NotImplementedError
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush, then shut the exporters down; later records are dropped (counted)."""
+        done = self.flush(timeout)
+        self._closed = True
+        for exporter in self.exporters:
+            try:
+                exporter.shutdown()
+            except Exception as exc:
+                internal_error("exporter.shutdown", exc)
+        return done
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: processed, exported batches, failed, dropped by reason, queued."""
+        return {
+            "processed": self.processed,
+            "batches": self.exported_batches,
+            "failed": self.failed,
+            "dropped": dict(self.dropped),
+            "queued": self.queued(),
+        }
+
+    def queued(self) -> int:
+        """Records waiting in the queue."""
+        return 0
+
+    def abandon(self) -> None:
+        """Stop without exporting anything more (in a forked child: the records are the parent's)."""
+        self._closed = True
+
+    def _count_drop(self, reason: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.dropped[reason] += n
+
+    def _process(self, batch: Sequence[Any]) -> list[Any]:
+        out = []
+        for record in batch:
+            if record.event_id is None:
+                record.event_id = new_event_id(record.timestamp)
+            for processor in self.processors:
+                try:
+                    result = processor(record)
+                except Exception as exc:
+                    # Keep the record as the earlier processors left it: losing it would be
+                    # worse than one processor's work missing.
+                    internal_error(f"processor {type(processor).__name__}", exc)
+                    continue
+                if result is None:
+                    self._count_drop(f"processor:{type(processor).__name__}")
+                    record = None
+                    break
+                record = result
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _export(self, batch: Sequence[Any]) -> None:
+        """Process and export one batch; the caller holds ``_export_lock``."""
+        records = self._process(batch)
+        if not records:
+            return
+        for exporter in self.exporters:
+            try:
+                result = exporter.export(records)
+            except Exception as exc:
+                internal_error(f"exporter {type(exporter).__name__}", exc)
+                result = ExportResult.FAILURE
+            if result is not ExportResult.SUCCESS:
+                with self._stats_lock:
+                    self.failed += len(records)
+        with self._stats_lock:
+            self.processed += len(records)
+            self.exported_batches += 1
+
+    def _flush_exporters(self, deadline: float | None) -> bool:
+        ok = True
+        for exporter in self.exporters:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                ok = exporter.force_flush(remaining) and ok
+            except Exception as exc:
+                internal_error("exporter.force_flush", exc)
+                ok = False
+        return ok
+
+
+class SyncPipeline(Pipeline):
+    """Processes and exports each record inside ``submit``: for tests and debugging."""
+
+    def submit(self, record: Any) -> None:
+        """Process and export ``record`` now."""
+        if self._closed:
+            self._count_drop("shutdown")
+            return
+        try:
+            with self._export_lock:
+                self._export((record,))
+        except Exception as exc:
+            internal_error("pipeline.submit", exc)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Nothing is queued; flush the exporters."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._flush_exporters(deadline)
+
+
+class BackgroundPipeline(Pipeline):
+    """A bounded queue drained in batches by a lazily started daemon thread."""
+
+    def __init__(
+        self,
+        processors: Iterable[Processor],
+        exporters: Iterable[Exporter],
+        *,
+        max_queue_size: int = 100_000,
+        batch_size: int = 100,
+        flush_interval: float = 5.0,
+        instant: bool = False,
+    ) -> None:
+        super().__init__(processors, exporters)
+        self._queue: deque[Any] = deque()
+        self._max_queue = max_queue_size
+        # In instant mode the thread is woken by every record; under load it finds
+        # several queued and sends them together.
+        self._wake_at = 1 if instant else batch_size
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._wake = threading.Event()
+        self._signalled = False
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._abandoned = False
+        self._last_resync = time.monotonic()
+
+    def submit(self, record: Any) -> None:
+        """Queue ``record``; drop the oldest (counted) when full. Never blocks."""
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            if self._closed or self._abandoned:
+                self._count_drop("shutdown")
+                return
+            try:
+                queue.popleft()
+                self._count_drop("queue_full")
+            except IndexError:
+                pass
+        queue.append(record)
+        if self._thread is None:
+            self._start()
+        if len(queue) >= self._wake_at and not self._signalled:
+            self._signalled = True
+            self._wake.set()
+
+    def queued(self) -> int:
+        """Records waiting in the queue."""
+        return len(self._queue)
+
+    def _start(self) -> None:
+        with self._thread_lock:
+            if self._thread is not None or self._abandoned:
+                return
+            thread = threading.Thread(target=self._run, name="tracerelay-pipeline", daemon=True)
+            thread.start()
+            self._thread = thread
+
+    def _run(self) -> None:
+        while not self._abandoned:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._signalled = False
+            try:
+                now = time.monotonic()
+                if now - self._last_resync > _CLOCK_RESYNC_S:
+                    self._last_resync = now
+                    resync_clock()
+                with self._export_lock:
+                    self._drain()
+            except Exception as exc:
+                internal_error("pipeline.worker", exc)
+            if self._closed and not self._queue:
+                return
+
+    def _drain(self, deadline: float | None = None) -> bool:
+        """Export queued records in batches; False if the deadline passed first."""
+        queue = self._queue
+        while queue:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            batch = []
+            try:
+                for _ in range(self._batch_size):
+                    batch.append(queue.popleft())
+            except IndexError:
+                pass
+            if batch:
+                self._export(batch)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Drain the queue from the calling thread, within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        acquired = self._export_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+        if not acquired:
+            return False
+        try:
+            drained = self._drain(deadline)
+        except Exception as exc:
+            internal_error("pipeline.flush", exc)
+            drained = False
+        finally:
+            self._export_lock.release()
+        return self._flush_exporters(deadline) and drained
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout``, stop the thread, shut the exporters down."""
+        done = super().shutdown(timeout)
+        self._wake.set()
+        return done
+
+    def abandon(self) -> None:
+        """Forget the queue without exporting it (in a forked child: it is the parent's)."""
+        self._abandoned = True
+        self._closed = True
+        self._queue.clear()
+        self._thread = None

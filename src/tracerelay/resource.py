@@ -1,0 +1,64 @@
+"""The resource: who emits the records (service, deployment, host, runtime, process).
+
+Collected once per ``Client`` and sent once per batch, never per span. Keys
+follow OpenTelemetry's semantic conventions. ``TRACERELAY_RESOURCE_ATTRIBUTES``
+(or, failing that, ``OTEL_RESOURCE_ATTRIBUTES``) adds ``key=value,key=value``
+pairs; ``OTEL_SERVICE_NAME`` is honoured when no service was configured.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from tracerelay._version import __version__
+
+__all__ = ["detect_resource"]
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            pairs[key.strip()] = unquote(value.strip())
+    return pairs
+
+
+def detect_resource(
+    service: str,
+    *,
+    service_version: str | None = None,
+    environment: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The resource attributes of this process."""
+    env = os.environ if environ is None else environ
+    extra = _parse_pairs(env.get("TRACERELAY_RESOURCE_ATTRIBUTES") or env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    if service == "unknown_service" and env.get("OTEL_SERVICE_NAME"):
+        service = env["OTEL_SERVICE_NAME"]
+    resource: dict[str, Any] = {
+        "service.name": service,
+        "telemetry.sdk.name": "tracerelay",
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.version": __version__,
+        "host.name": socket.gethostname(),
+        "host.arch": platform.machine(),
+        "os.type": sys.platform,
+        "os.version": platform.release(),
+        "process.pid": os.getpid(),
+        "process.executable.path": sys.executable,
+        "process.runtime.name": sys.implementation.name,
+        "process.runtime.version": platform.python_version(),
+    }
+    if service_version:
+        resource["service.version"] = service_version
+    if environment:
+        resource["deployment.environment"] = environment
+    resource.update(extra)
+    return resource
