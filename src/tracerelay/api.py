@@ -225,8 +225,11 @@ def score(
     if STATE.tracer is None:
         return None
     trace_id, span_id = _ids(trace_id, span_id)
-    return _submit(Score(name, value, trace_id=trace_id, span_id=span_id, comment=comment,
-                         attributes=attributes))
+    return _submit(
+        Score(
+            name, value, trace_id=trace_id, span_id=span_id, comment=comment, attributes=attributes
+        )
+    )
 
 
 def event(name: str, attributes: Mapping[str, Any] | None = None) -> str | None:
@@ -269,10 +272,13 @@ def update_trace(
     if trace_id is None:
         return None
     given = {
-        "name": name, "user_id": user_id, "session_id": session_id,
+        "name": name,
+        "user_id": user_id,
+        "session_id": session_id,
         "tags": list(tags) if tags is not None else None,
         "metadata": dict(metadata) if metadata is not None else None,
-        "release": release, "environment": environment,
+        "release": release,
+        "environment": environment,
     }
     return _submit(TraceUpdate(trace_id, {k: v for k, v in given.items() if v is not None}))
 

@@ -21,11 +21,19 @@ from tracerelay.tracer import Tracer
 
 __all__ = ["EVENT_TYPES", "Client"]
 
-EVENT_TYPES = frozenset({
-    "trace_create", "trace_update", "observation_create", "observation_update",
-    "observation_complete", "quality_score_create", "quality_score_update", "metric",
-    "event_create",
-})
+EVENT_TYPES = frozenset(
+    {
+        "trace_create",
+        "trace_update",
+        "observation_create",
+        "observation_update",
+        "observation_complete",
+        "quality_score_create",
+        "quality_score_update",
+        "metric",
+        "event_create",
+    }
+)
 
 
 def _default_exporters(config: Config, resource: Mapping[str, Any]) -> list[Exporter]:
@@ -60,26 +68,37 @@ class Client:
         self.config = make_config(**options)
         config = self.config
         self.resource = detect_resource(
-            config.service, service_version=config.service_version,
-            environment=config.environment, environ=options.get("environ"),
+            config.service,
+            service_version=config.service_version,
+            environment=config.environment,
+            environ=options.get("environ"),
         )
-        self.exporters = list(exporters) if exporters is not None else _default_exporters(config, self.resource)
+        self.exporters = (
+            list(exporters) if exporters is not None else _default_exporters(config, self.resource)
+        )
         chain = build_processors(config, processors)
         self.pipeline: Pipeline
         if synchronous:
             self.pipeline = SyncPipeline(chain, self.exporters)
         else:
             self.pipeline = BackgroundPipeline(
-                chain, self.exporters, max_queue_size=config.max_queue_size,
-                batch_size=config.batch_max_size, flush_interval=config.batch_flush_interval,
+                chain,
+                self.exporters,
+                max_queue_size=config.max_queue_size,
+                batch_size=config.batch_max_size,
+                flush_interval=config.batch_flush_interval,
                 instant=config.mode == "instant",
             )
         self.tracer = Tracer(
-            self.pipeline.submit, sample_rate=config.sample_rate,
-            capture_io=config.capture_io, max_io_length=config.max_io_length,
+            self.pipeline.submit,
+            sample_rate=config.sample_rate,
+            capture_io=config.capture_io,
+            max_io_length=config.max_io_length,
         )
         # Kept so a forked child can build an identical client of its own.
-        self._arguments = dict(options, exporters=exporters, processors=processors, synchronous=synchronous)
+        self._arguments = dict(
+            options, exporters=exporters, processors=processors, synchronous=synchronous
+        )
 
     def submit(self, record: Record) -> str:
         """Queue a record (score, event, metric, trace update); returns its event id."""

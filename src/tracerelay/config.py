@@ -78,7 +78,9 @@ class Option:
         try:
             converted = _CONVERT[self.kind](self, value)
         except (TypeError, ValueError):
-            raise self._error("TR-CONFIG-TYPE", value, source, "has the wrong type or form") from None
+            raise self._error(
+                "TR-CONFIG-TYPE", value, source, "has the wrong type or form"
+            ) from None
         if converted is None:
             return None
         if self.choices and converted not in self.choices:
@@ -89,7 +91,9 @@ class Option:
 
     def _error(self, code: str, value: Any, source: str, what: str) -> ConfigError:
         shown = "<hidden>" if self.kind == "secret" else repr(value)
-        where = f"keyword {self.name}=" if source == "argument" else f"environment variable {self.env}="
+        where = (
+            f"keyword {self.name}=" if source == "argument" else f"environment variable {self.env}="
+        )
         fix = (
             f"pass {self.name}= {self._wanted()}"
             if source == "argument"
@@ -217,32 +221,50 @@ class Config:
 
     # identity
     api_key: str | None = _opt("secret", None, "Key sent as `Authorization: Bearer`.", "identity")
-    endpoint: str = _opt("url", "http://127.0.0.1:4319", "Base URL of the tracerelay server.", "identity")
+    endpoint: str = _opt(
+        "url", "http://127.0.0.1:4319", "Base URL of the tracerelay server.", "identity"
+    )
     service: str = _opt("str", "unknown_service", "`service.name` of this process.", "identity")
-    service_version: str | None = _opt("str", None, "`service.version` of this process.", "identity")
+    service_version: str | None = _opt(
+        "str", None, "`service.version` of this process.", "identity"
+    )
     environment: str = _opt("str", "production", "`deployment.environment`.", "identity")
     enabled: bool = _opt("bool", True, "`false` turns tracing into a no-op everywhere.", "identity")
 
     # delivery
     mode: str = _opt(
-        "choice", "deferred", "`deferred` batches; `instant` sends each span as it ends.",
-        "delivery", choices=("deferred", "instant"),
+        "choice",
+        "deferred",
+        "`deferred` batches; `instant` sends each span as it ends.",
+        "delivery",
+        choices=("deferred", "instant"),
     )
     exporter: str = _opt(
-        "choice", "none", "Built-in exporter: `console` tree, `jsonl` file, or `none`.",
-        "delivery", choices=("none", "console", "jsonl"),
+        "choice",
+        "none",
+        "Built-in exporter: `console` tree, `jsonl` file, or `none`.",
+        "delivery",
+        choices=("none", "console", "jsonl"),
     )
-    export_file: str = _opt("str", "tracerelay-spans.jsonl", "File the `jsonl` exporter appends to.", "delivery")
+    export_file: str = _opt(
+        "str", "tracerelay-spans.jsonl", "File the `jsonl` exporter appends to.", "delivery"
+    )
     batch_max_size: int = _opt("int", 100, "Records per batch.", "delivery", lo=1, hi=1000)
     batch_flush_interval: float = _opt(
         "float", 5.0, "Seconds before a partial batch leaves.", "delivery", lo=0.1, hi=60
     )
-    batch_enable_deduplication: bool = _opt("bool", True, "Ask the server to drop repeated event ids.", "delivery")
+    batch_enable_deduplication: bool = _opt(
+        "bool", True, "Ask the server to drop repeated event ids.", "delivery"
+    )
     batch_deduplication_ttl: int = _opt(
         "int", 3600, "Seconds the server remembers event ids.", "delivery", lo=60, hi=86400
     )
-    batch_fail_on_duplicate: bool = _opt("bool", False, "Server answers 409 on duplicates.", "delivery")
-    adaptive_batching: bool = _opt("bool", True, "Grow and shrink batches from round-trip times.", "delivery")
+    batch_fail_on_duplicate: bool = _opt(
+        "bool", False, "Server answers 409 on duplicates.", "delivery"
+    )
+    adaptive_batching: bool = _opt(
+        "bool", True, "Grow and shrink batches from round-trip times.", "delivery"
+    )
     min_batch_size: int = _opt("int", 10, "Smallest adaptive batch.", "delivery", lo=1, hi=1000)
     max_batch_size: int = _opt("int", 500, "Largest adaptive batch.", "delivery", lo=1, hi=1000)
     max_queue_size: int = _opt(
@@ -256,9 +278,16 @@ class Config:
     )
 
     # network
-    max_retries: int = _opt("int", 5, "Retries per batch before it is spooled.", "network", lo=0, hi=100)
+    max_retries: int = _opt(
+        "int", 5, "Retries per batch before it is spooled.", "network", lo=0, hi=100
+    )
     retry_backoff: float = _opt(
-        "float", 0.5, "Base of the jittered exponential backoff, seconds.", "network", lo=0.01, hi=60
+        "float",
+        0.5,
+        "Base of the jittered exponential backoff, seconds.",
+        "network",
+        lo=0.01,
+        hi=60,
     )
     timeout: float = _opt("float", 10.0, "Seconds per HTTP request.", "network", lo=0.1, hi=300)
     compression: str = _opt(
@@ -270,7 +299,9 @@ class Config:
     compression_min_size: int = _opt(
         "bytes", 1024, "Bodies smaller than this are sent raw.", "network", lo=0, hi=16 * _MB
     )
-    circuit_breaker_enabled: bool = _opt("bool", True, "Stop sending while the server is failing.", "network")
+    circuit_breaker_enabled: bool = _opt(
+        "bool", True, "Stop sending while the server is failing.", "network"
+    )
     failure_threshold: int = _opt(
         "int", 5, "Consecutive failures that open the breaker.", "network", lo=1, hi=1000
     )
@@ -288,8 +319,11 @@ class Config:
         "bytes", 256 * _MB, "Spool size before the oldest files go.", "spool", lo=_MB, hi=1024 * _GB
     )
     durability: str = _opt(
-        "choice", "memory", "`disk` writes each batch to the spool before sending.",
-        "spool", choices=("memory", "disk"),
+        "choice",
+        "memory",
+        "`disk` writes each batch to the spool before sending.",
+        "spool",
+        choices=("memory", "disk"),
     )
 
     # processing
@@ -297,19 +331,28 @@ class Config:
         "float", 1.0, "Share of traces kept, decided once per trace.", "processing", lo=0.0, hi=1.0
     )
     redact: bool = _opt("bool", True, "Mask secrets (passwords, tokens, keys).", "processing")
-    redact_pii: bool = _opt("bool", False, "Mask emails, phones, cards, IP addresses.", "processing")
-    pii_mode: str = _opt(
-        "choice", "mask", "`mask` replaces PII; `hash` replaces it with a stable digest.",
-        "processing", choices=("mask", "hash"),
+    redact_pii: bool = _opt(
+        "bool", False, "Mask emails, phones, cards, IP addresses.", "processing"
     )
-    capture_io: bool = _opt("bool", False, "Record traced functions' arguments and results.", "processing")
+    pii_mode: str = _opt(
+        "choice",
+        "mask",
+        "`mask` replaces PII; `hash` replaces it with a stable digest.",
+        "processing",
+        choices=("mask", "hash"),
+    )
+    capture_io: bool = _opt(
+        "bool", False, "Record traced functions' arguments and results.", "processing"
+    )
     max_io_length: int = _opt(
         "int", 32_768, "Characters kept of captured input/output.", "processing", lo=64, hi=16 * _MB
     )
     max_attribute_length: int = _opt(
         "int", 8192, "Characters kept of a string attribute.", "processing", lo=16, hi=16 * _MB
     )
-    max_attributes: int = _opt("int", 128, "Attributes kept per record.", "processing", lo=1, hi=10_000)
+    max_attributes: int = _opt(
+        "int", 128, "Attributes kept per record.", "processing", lo=1, hi=10_000
+    )
     max_events: int = _opt("int", 128, "Events kept per span.", "processing", lo=1, hi=10_000)
     max_span_bytes: int = _opt(
         "bytes", 1 * _MB, "Encoded size a span is cut down to.", "processing", lo=_KB, hi=64 * _MB
@@ -358,6 +401,10 @@ def make_config(**kwargs: Any) -> Config:
     for name in kwargs:
         if name not in _NAMES and name != "environ":
             close = difflib.get_close_matches(name, _NAMES, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "see docs/configuration.md for the list."
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "see docs/configuration.md for the list."
+            )
             raise ConfigError(f"unknown option {name!r}.", code="TR-CONFIG-UNKNOWN", fix=hint)
     return Config(**kwargs)

@@ -56,7 +56,7 @@ class Thread(threading.Thread):
 class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     """A thread pool whose tasks run in the context of whoever submitted them."""
 
-    def submit(  # type: ignore[override]
+    def submit(
         self, fn: Callable[..., R], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[R]:
         """Schedule ``fn(*args, **kwargs)`` in a copy of the caller's context."""

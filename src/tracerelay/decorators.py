@@ -65,14 +65,22 @@ def trace(
     for this function (arguments and return value, size-limited, redacted).
     """
     if func is None:
-        return lambda f: trace(
-            f, name=name, kind=kind, type=type, attributes=attributes,
-            capture_input=capture_input, capture_output=capture_output,
-        )
+        return lambda f: _decorate(f, name, kind, type, attributes, capture_input, capture_output)
+    return _decorate(func, name, kind, type, attributes, capture_input, capture_output)
+
+
+def _decorate(
+    func: Any,
+    name: str | None,
+    kind: str,
+    type: str,
+    attributes: Mapping[str, Any] | None,
+    capture_input: bool | None,
+    capture_output: bool | None,
+) -> Any:
     if isinstance(func, (classmethod, staticmethod)):
-        inner = trace(
-            func.__func__, name=name, kind=kind, type=type, attributes=attributes,
-            capture_input=capture_input, capture_output=capture_output,
+        inner = _decorate(
+            func.__func__, name, kind, type, attributes, capture_input, capture_output
         )
         return func.__class__(inner)
     if kind not in SPAN_KINDS:
@@ -80,7 +88,9 @@ def trace(
         kind = "internal"
     if type not in SPAN_TYPES:
         warn_once(f"type:{type}", "tracerelay: span type %r is not a standard one", type)
-    site = _Site(func, name or func.__qualname__, kind, type, attributes, capture_input, capture_output)
+    if name is None:
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    site = _Site(func, name, kind, type, attributes, capture_input, capture_output)
     if inspect.isasyncgenfunction(func):
         wrapper = _wrap_async_generator(site)
     elif inspect.isgeneratorfunction(func):
@@ -95,7 +105,16 @@ def trace(
 class _Site:
     """What a decorated function needs per call, computed once."""
 
-    __slots__ = ("attributes", "capture_in", "capture_out", "func", "kind", "name", "signature", "type")
+    __slots__ = (
+        "attributes",
+        "capture_in",
+        "capture_out",
+        "func",
+        "kind",
+        "name",
+        "signature",
+        "type",
+    )
 
     def __init__(
         self,
@@ -116,9 +135,11 @@ class _Site:
         self.capture_out = capture_out
         self.signature: inspect.Signature | None = None
 
-    def start(self, tracer: Tracer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NonRecordingSpan:
+    def start(
+        self, tracer: Tracer, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> NonRecordingSpan:
         span = tracer.start_span(self.name, self.kind, self.type, self.attributes)
-        if (self.capture_in if self.capture_in is not None else tracer.capture_io) and span.sampled:
+        if self.capture_in is not False and (self.capture_in or tracer.capture_io):
             span.set_input(self.arguments(args, kwargs))
         return span
 
@@ -146,15 +167,26 @@ def _fail(span: NonRecordingSpan, exc: BaseException) -> None:
 
 
 def _wrap_function(site: _Site) -> Callable[..., Any]:
-    func = site.func
+    # The hot path: everything it reads is a local or a closure cell.
+    func, name, kind, type_, attributes = (
+        site.func,
+        site.name,
+        site.kind,
+        site.type,
+        site.attributes,
+    )
+    capture_in = site.capture_in
+    set_current = CURRENT.set
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         tracer = STATE.tracer
         if tracer is None:
             return func(*args, **kwargs)
         try:
-            span = site.start(tracer, args, kwargs)
-            token = CURRENT.set(span)
+            span = tracer.start_span(name, kind, type_, attributes)
+            if capture_in is not False and (capture_in or tracer.capture_io):
+                span.set_input(site.arguments(args, kwargs))
+            token = set_current(span)
         except Exception as exc:
             internal_error("trace.start", exc)
             return func(*args, **kwargs)
@@ -165,11 +197,12 @@ def _wrap_function(site: _Site) -> Callable[..., Any]:
             _fail(span, exc)
             raise
         CURRENT.reset(token)
-        if site.capture_out is not False and site.wants_output(tracer):
+        if capture_out is not False and (capture_out or tracer.capture_io):
             span.set_output(result)
         span.end()
         return result
 
+    capture_out = site.capture_out
     return wrapper
 
 
@@ -221,8 +254,8 @@ def _wrap_generator(site: _Site) -> Callable[..., Any]:
             token = CURRENT.set(span)
             try:
                 if to_throw is not None:
-                    exc, to_throw = to_throw, None
-                    item = gen.throw(exc)
+                    thrown, to_throw = to_throw, None
+                    item = gen.throw(thrown)
                 else:
                     item = gen.send(to_send)
             except StopIteration as stop:
@@ -284,8 +317,8 @@ def _wrap_async_generator(site: _Site) -> Callable[..., Any]:
             token = CURRENT.set(span)
             try:
                 if to_throw is not None:
-                    exc, to_throw = to_throw, None
-                    item = await gen.athrow(exc)
+                    thrown, to_throw = to_throw, None
+                    item = await gen.athrow(thrown)
                 else:
                     item = await gen.asend(to_send)
             except StopAsyncIteration:

@@ -64,14 +64,14 @@ def _convert(value: Any, limit: int, depth: int, items: int, seen: set[int]) -> 
         return value
     if kind is float:
         return value if math.isfinite(value) else str(value)
-    if isinstance(value, _SCALARS):  # subclasses of str/int/float (e.g. enums built on them)
-        if isinstance(value, enum.Enum):
-            return _convert(value.value, limit, depth, items, seen)
+    if isinstance(value, enum.Enum):
+        return _convert(value.value, limit, depth, items, seen)
+    if isinstance(value, _SCALARS):  # subclasses of str/int/float
         return _convert(_base_scalar(value), limit, depth, items, seen)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
-    if isinstance(value, (uuid.UUID, enum.Enum)):
-        return str(value) if isinstance(value, uuid.UUID) else _convert(value.value, limit, depth, items, seen)
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{len(value)} bytes>"
     if depth <= 0:

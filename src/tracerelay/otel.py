@@ -26,8 +26,10 @@ def current_parent() -> NonRecordingSpan | None:
             return None
         state = ctx.trace_state.to_header() if ctx.trace_state else ""
         return NonRecordingSpan(
-            f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
-            sampled=bool(ctx.trace_flags & 1), trace_state=state,
+            f"{ctx.trace_id:032x}",
+            f"{ctx.span_id:016x}",
+            sampled=bool(ctx.trace_flags & 1),
+            trace_state=state,
         )
     except Exception:
         return None

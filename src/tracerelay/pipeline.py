@@ -83,7 +83,7 @@ class Pipeline:
         return 0
 
     def abandon(self) -> None:
-        """Stop without exporting anything more (in a forked child: the records are the parent's)."""
+        """Stop without exporting anything more (in a forked child the records are the parent's)."""
         self._closed = True
 
     def _count_drop(self, reason: str, n: int = 1) -> None:
@@ -180,7 +180,9 @@ class BackgroundPipeline(Pipeline):
         self._max_queue = max_queue_size
         # In instant mode the thread is woken by every record; under load it finds
         # several queued and sends them together.
-        self._wake_at = 1 if instant else batch_size
+        self._normal_wake_at = min(1 if instant else batch_size, max_queue_size)
+        self._wake_at = 0
+        self._closed_reason = "shutdown"
         self._batch_size = batch_size
         self._interval = flush_interval
         self._wake = threading.Event()
@@ -193,19 +195,37 @@ class BackgroundPipeline(Pipeline):
     def submit(self, record: Any) -> None:
         """Queue ``record``; drop the oldest (counted) when full. Never blocks."""
         queue = self._queue
-        if len(queue) >= self._max_queue:
-            if self._closed or self._abandoned:
-                self._count_drop("shutdown")
-                return
+        queue.append(record)
+        # One comparison on the hot path. The threshold is 0 before the first record
+        # (start the thread), after shutdown and after a fork (refuse), and otherwise
+        # the batch size (1 in instant mode).
+        if len(queue) >= self._wake_at:
+            self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        queue = self._queue
+        if self._thread is None and not self._closed:
+            self._start()
+            self._wake_at = self._normal_wake_at
+        if self._closed:
+            # Nothing will drain the queue any more: refuse the newest record, counted.
             try:
-                queue.popleft()
-                self._count_drop("queue_full")
+                queue.pop()
+                self._count_drop(self._closed_reason)
             except IndexError:
                 pass
-        queue.append(record)
-        if self._thread is None:
-            self._start()
-        if len(queue) >= self._wake_at and not self._signalled:
+            return
+        excess = len(queue) - self._max_queue
+        if excess > 0:
+            dropped = 0
+            try:
+                for _ in range(excess):
+                    queue.popleft()
+                    dropped += 1
+            except IndexError:
+                pass
+            self._count_drop("queue_full", dropped)
+        if len(queue) >= self._normal_wake_at and not self._signalled:
             self._signalled = True
             self._wake.set()
 
@@ -272,6 +292,7 @@ class BackgroundPipeline(Pipeline):
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout``, stop the thread, shut the exporters down."""
         done = super().shutdown(timeout)
+        self._wake_at = 0  # every later submit goes through the refusing branch
         self._wake.set()
         return done
 
@@ -279,5 +300,6 @@ class BackgroundPipeline(Pipeline):
         """Forget the queue without exporting it (in a forked child: it is the parent's)."""
         self._abandoned = True
         self._closed = True
+        self._closed_reason = "forked"
+        self._wake_at = 0
         self._queue.clear()
-        self._thread = None

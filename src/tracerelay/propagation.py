@@ -22,7 +22,9 @@ __all__ = ["extract", "format_traceparent", "inject", "parse_traceparent"]
 _TRACEPARENT = re.compile(
     r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[0-9a-zA-Z._~+/=-]*)?$"
 )
-_TRACESTATE_MEMBER = re.compile(r"^[a-z0-9][_0-9a-z\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$")
+_TRACESTATE_MEMBER = re.compile(
+    r"^[a-z0-9][_0-9a-z\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$"
+)
 _MAX_TRACESTATE_MEMBERS = 32
 
 
@@ -46,7 +48,9 @@ def parse_traceparent(value: str) -> tuple[str, str, bool] | None:
 
 def _clean_tracestate(value: str) -> str:
     members = [m.strip() for m in value.split(",") if m.strip()]
-    if len(members) > _MAX_TRACESTATE_MEMBERS or not all(_TRACESTATE_MEMBER.match(m) for m in members):
+    if len(members) > _MAX_TRACESTATE_MEMBERS or not all(
+        _TRACESTATE_MEMBER.match(m) for m in members
+    ):
         return ""
     return ",".join(members)
 
@@ -90,7 +94,10 @@ def extract(headers: Mapping[str, Any]) -> NonRecordingSpan | None:
         trace_id, span_id, sampled = parsed
         state = _header(headers, "tracestate")
         return NonRecordingSpan(
-            trace_id, span_id, sampled=sampled, trace_state=_clean_tracestate(state) if state else ""
+            trace_id,
+            span_id,
+            sampled=sampled,
+            trace_state=_clean_tracestate(state) if state else "",
         )
     except Exception:
         return None

@@ -171,8 +171,11 @@ class RawEvent(Record):
     def __init__(
         self, event_type: str, payload: Mapping[str, Any], *, timestamp: float | None = None
     ) -> None:
-        super().__init__(payload.get("attributes") if isinstance(payload.get("attributes"), Mapping) else None, timestamp)
-        self.event_type = event_type  # type: ignore[misc]
+        super().__init__(
+            payload.get("attributes") if isinstance(payload.get("attributes"), Mapping) else None,
+            timestamp,
+        )
+        self.event_type = event_type
         self.payload = dict(payload)
 
     def to_wire(self) -> dict[str, Any]:
@@ -183,5 +186,12 @@ class RawEvent(Record):
 
 
 TRACE_FIELDS: Sequence[str] = (
-    "name", "user_id", "session_id", "tags", "metadata", "release", "environment", "public",
+    "name",
+    "user_id",
+    "session_id",
+    "tags",
+    "metadata",
+    "release",
+    "environment",
+    "public",
 )

@@ -39,7 +39,9 @@ def detect_resource(
 ) -> dict[str, Any]:
     """The resource attributes of this process."""
     env = os.environ if environ is None else environ
-    extra = _parse_pairs(env.get("TRACERELAY_RESOURCE_ATTRIBUTES") or env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    extra = _parse_pairs(
+        env.get("TRACERELAY_RESOURCE_ATTRIBUTES") or env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    )
     if service == "unknown_service" and env.get("OTEL_SERVICE_NAME"):
         service = env["OTEL_SERVICE_NAME"]
     resource: dict[str, Any] = {

@@ -44,8 +44,19 @@ __all__ = [
 StatusCode = Literal["unset", "ok", "error"]
 SPAN_KINDS = frozenset({"internal", "server", "client", "producer", "consumer"})
 SPAN_TYPES = frozenset(
-    {"span", "generation", "tool", "agent", "retrieval", "event", "chain", "embedding",
-     "evaluator", "guardrail", "reranker"}
+    {
+        "span",
+        "generation",
+        "tool",
+        "agent",
+        "retrieval",
+        "event",
+        "chain",
+        "embedding",
+        "evaluator",
+        "guardrail",
+        "reranker",
+    }
 )
 
 CURRENT: ContextVar[NonRecordingSpan | None] = ContextVar("tracerelay_current_span", default=None)
@@ -79,11 +90,13 @@ def _freeze(value: Any) -> Any:
 def _exception_attributes(exc: BaseException) -> dict[str, Any]:
     cls = type(exc)
     module = cls.__module__
-    name = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    name = (
+        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    )
     try:
         message = str(exc)
     except Exception:
-        message = f"<unprintable {cls.__qualname__}>"
+        message = f"<unprintable {cls.__name__}>"
     try:
         stack = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
     except Exception:

@@ -61,7 +61,9 @@ class CapturedSpans(list[Span]):
 
     def children(self, parent: Span) -> list[Span]:
         """Direct children of ``parent``, in start order."""
-        kids = [s for s in self if s.parent_span_id == parent.span_id and s.trace_id == parent.trace_id]
+        kids = [
+            s for s in self if s.parent_span_id == parent.span_id and s.trace_id == parent.trace_id
+        ]
         return sorted(kids, key=lambda s: (s.start_time_unix_nano, s.sequence))
 
     def tree(self) -> list[tuple[int, str]]:
@@ -111,5 +113,3 @@ def capture(**options: Any) -> Iterator[CapturedSpans]:
     finally:
         _install(previous)
         client.shutdown(timeout=1.0)
-
-

@@ -10,6 +10,7 @@ recorded, nothing exported.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ from tracerelay.spans import CURRENT, NonRecordingSpan, Span
 __all__ = ["USE_CURRENT", "Tracer"]
 
 USE_CURRENT: Any = object()
+_OTEL_API = "opentelemetry.trace"
+_modules = sys.modules
 
 
 class Tracer:
@@ -51,7 +54,7 @@ class Tracer:
         """A new span, not yet current; ``parent=None`` forces a new trace."""
         if parent is USE_CURRENT:
             parent = CURRENT.get()
-            if parent is None:
+            if parent is None and _OTEL_API in _modules:
                 parent = otel.current_parent()
         elif parent is not None and parent.trace_id == INVALID_TRACE_ID:
             parent = None
@@ -62,11 +65,20 @@ class Tracer:
             return Span(self, name, trace_id, new_span_id(), None, kind, type, attributes)
         if not parent.sampled:
             return NonRecordingSpan(
-                parent.trace_id, new_span_id(), trace_state=parent.trace_state,
+                parent.trace_id,
+                new_span_id(),
+                trace_state=parent.trace_state,
                 parent_span_id=parent.span_id,
             )
         return Span(
-            self, name, parent.trace_id, new_span_id(), parent.span_id, kind, type, attributes,
+            self,
+            name,
+            parent.trace_id,
+            new_span_id(),
+            parent.span_id,
+            kind,
+            type,
+            attributes,
             parent.trace_state,
         )
 
