@@ -201,7 +201,9 @@ def test_generator_span_covers_iteration_and_ends_when_exhausted() -> None:
         assert tracerelay.current_span().is_recording() is False
         assert list(gen) == [1, 2]
     producer = spans.by_name(produce.__qualname__)
-    assert [s.parent_span_id for s in spans if s.name == step.__qualname__] == [producer.span_id] * 3
+    assert [s.parent_span_id for s in spans if s.name == step.__qualname__] == [
+        producer.span_id
+    ] * 3
     assert spans[-1] is producer
 
 
@@ -345,3 +347,27 @@ def test_callable_without_a_name_gets_its_repr() -> None:
     with capture() as spans:
         assert traced(2) == 9
     assert spans[0].name.startswith("functools.partial(")
+
+
+def test_async_generator_forwards_asend_and_athrow_with_and_without_tracing() -> None:
+    @tracerelay.trace
+    async def accumulator() -> AsyncIterator[int]:
+        total = 0
+        while True:
+            try:
+                value = yield total
+            except ValueError:
+                value = -total
+            total += value
+
+    async def drive() -> list[int]:
+        gen = accumulator()
+        seen = [await gen.asend(None), await gen.asend(5), await gen.asend(2)]
+        seen.append(await gen.athrow(ValueError("reset")))
+        await gen.aclose()
+        return seen
+
+    assert asyncio.run(drive()) == [0, 5, 7, 0]
+    with capture() as spans:
+        assert asyncio.run(drive()) == [0, 5, 7, 0]
+    assert len(spans) == 1 and spans[0].ended

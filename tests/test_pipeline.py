@@ -65,13 +65,13 @@ def test_instant_mode_exports_without_waiting_for_the_interval() -> None:
 
 def test_overflow_drops_the_oldest_and_counts_it() -> None:
     exporter = InMemoryExporter()
-    gate = threading.Event()
-    pipeline = BackgroundPipeline([], [exporter], max_queue_size=5, batch_size=100, flush_interval=60)
+    pipeline = BackgroundPipeline(
+        [], [exporter], max_queue_size=5, batch_size=100, flush_interval=60
+    )
     # Hold the export lock so the worker cannot drain while we overfill the queue.
     with pipeline._export_lock:
         for i in range(12):
             pipeline.submit(Event(f"e{i}"))
-        gate.set()
         assert pipeline.stats()["dropped"] == {"queue_full": 7}
     assert pipeline.flush(timeout=5)
     assert [r.name for r in exporter.records] == [f"e{i}" for i in range(7, 12)]

@@ -1,4 +1,4 @@
-"""The public surface is exactly what ``tracerelay.__all__`` says, and every name has a docstring."""
+"""The public surface is exactly ``tracerelay.__all__``, and every name has a docstring."""
 
 from __future__ import annotations
 

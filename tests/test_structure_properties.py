@@ -11,6 +11,7 @@ children — start order equal to call order.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -33,7 +34,9 @@ class Node:
 leaves = st.builds(Node, st.sampled_from(ENTRIES), st.booleans(), st.just([]))
 trees = st.recursive(
     leaves,
-    lambda kids: st.builds(Node, st.sampled_from(ENTRIES), st.booleans(), st.lists(kids, max_size=4)),
+    lambda kids: st.builds(
+        Node, st.sampled_from(ENTRIES), st.booleans(), st.lists(kids, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -151,7 +154,7 @@ def test_any_call_tree_is_recorded_with_exact_links(tree: Node) -> None:
         kids = [by_name[f"{parent}.{i}"] for i in range(count)]
         assert [k.sequence for k in kids] == sorted(k.sequence for k in kids), parent
         # A sequential child starts after its elder sibling has ended.
-        for elder, younger in zip(kids, kids[1:]):
+        for elder, younger in itertools.pairwise(kids):
             assert younger.start_time_unix_nano >= elder.end_time_unix_nano
 
 

@@ -71,16 +71,18 @@ class Option:
             return f"a number from {_fmt(self.lo)} to {_fmt(self.hi)}{unit}"
         if self.kind == "url":
             return "a URL such as http://127.0.0.1:4319"
-        return "a text value"
+        return "a non-empty text value" if self.default is not None else "a text value"
 
     def parse(self, value: Any, source: str) -> Any:
         """Convert and check one value; ``source`` says where it came from, for the message."""
         try:
             converted = _CONVERT[self.kind](self, value)
         except (TypeError, ValueError):
-            raise self._error(
-                "TR-CONFIG-TYPE", value, source, "has the wrong type or form"
-            ) from None
+            converted = _UNSET
+        if converted is _UNSET:
+            # Raised outside the except block so no chained exception keeps the raw
+            # value (an api_key, say) reachable through __context__.
+            raise self._error("TR-CONFIG-TYPE", value, source, "has the wrong type or form")
         if converted is None:
             return None
         if self.choices and converted not in self.choices:
@@ -167,15 +169,18 @@ def _to_str(opt: Option, value: Any) -> str | None:
     if value is None and opt.default is None:
         return None
     if isinstance(value, os.PathLike):
-        return os.fspath(value)  # type: ignore[no-any-return]
+        value = os.fspath(value)
     if not isinstance(value, str):
         raise TypeError(value)
+    if not value.strip() and opt.default is not None:
+        raise ValueError(value)  # an option with a default cannot be blank
     return value
 
 
 def _to_url(opt: Option, value: Any) -> str:
-    text = _to_str(opt, value)
-    if not text or not re.match(r"^https?://[^\s/]+", text):
+    text = (_to_str(opt, value) or "").strip()
+    # The whole value must be a URL: a space inside would only fail later, on every send.
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
         raise ValueError(value)
     return text.rstrip("/")
 
@@ -187,7 +192,7 @@ _CONVERT: dict[str, Any] = {
     "bytes": _to_bytes,
     "str": _to_str,
     "secret": _to_str,
-    "choice": _to_str,
+    "choice": lambda opt, value: _to_str(opt, value.strip() if isinstance(value, str) else value),
     "url": _to_url,
 }
 

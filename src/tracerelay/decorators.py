@@ -294,27 +294,24 @@ def _wrap_async_generator(site: _Site) -> Callable[..., Any]:
     func = site.func
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Async generators have no `yield from`: this loop forwards asend/athrow/aclose
+        # by hand, with the span current only while the generator's own code runs.
+        # With tracing off (span None) it forwards the same way and touches no context.
         tracer = STATE.tracer
         gen = func(*args, **kwargs)
-        if tracer is None:
-            span: NonRecordingSpan | None = None
-        else:
+        span: NonRecordingSpan | None = None
+        items: list[Any] | None = None
+        if tracer is not None:
             try:
                 span = site.start(tracer, args, kwargs)
+                if site.wants_output(tracer) and span.sampled:
+                    items = []
             except Exception as exc:
                 internal_error("trace.start", exc)
-                span = None
-        if span is None:
-            async for item in gen:
-                yield item
-            return
-        items: list[Any] | None = (
-            [] if tracer is not None and site.wants_output(tracer) and span.sampled else None
-        )
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
-            token = CURRENT.set(span)
+            token = CURRENT.set(span) if span is not None else None
             try:
                 if to_throw is not None:
                     thrown, to_throw = to_throw, None
@@ -322,30 +319,35 @@ def _wrap_async_generator(site: _Site) -> Callable[..., Any]:
                 else:
                     item = await gen.asend(to_send)
             except StopAsyncIteration:
-                CURRENT.reset(token)
-                if items is not None:
-                    span.set_output(items)
-                span.end()
+                if span is not None:
+                    CURRENT.reset(token)  # type: ignore[arg-type]
+                    if items is not None:
+                        span.set_output(items)
+                    span.end()
                 return
             except BaseException as exc:
-                CURRENT.reset(token)
-                _fail(span, exc)
+                if span is not None:
+                    CURRENT.reset(token)  # type: ignore[arg-type]
+                    _fail(span, exc)
                 raise
-            CURRENT.reset(token)
+            if span is not None:
+                CURRENT.reset(token)  # type: ignore[arg-type]
             if items is not None:
                 items.append(item)
             try:
                 to_send = yield item
             except GeneratorExit:
-                token = CURRENT.set(span)
+                token = CURRENT.set(span) if span is not None else None
                 try:
                     await gen.aclose()
                 except BaseException as exc:
-                    CURRENT.reset(token)
-                    _fail(span, exc)
+                    if span is not None:
+                        CURRENT.reset(token)  # type: ignore[arg-type]
+                        _fail(span, exc)
                     raise
-                CURRENT.reset(token)
-                span.end()
+                if span is not None:
+                    CURRENT.reset(token)  # type: ignore[arg-type]
+                    span.end()
                 raise
             except BaseException as exc:
                 to_throw = exc

@@ -28,14 +28,16 @@ __all__ = [
 
 INVALID_TRACE_ID = "0" * 32
 INVALID_SPAN_ID = "0" * 16
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
-_SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
 
 _rng = random.Random()
 _bits = _rng.getrandbits
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
-_prefix_cache: tuple[int, str] = (-1, "")
+# (first second of the cached millisecond, first second of the next one, its 10 characters);
+# the empty interval makes the first call compute it.
+_prefix_cache: tuple[float, float, str] = (1.0, 0.0, "")
 
 
 def new_trace_id() -> str:
@@ -53,10 +55,16 @@ def new_event_id(timestamp: float | None = None) -> str:
     global _prefix_cache
     if timestamp is None:
         timestamp = time.time()
-    ms = int(timestamp * 1000)
     # The first 10 characters encode the millisecond; records of one batch mostly share it.
-    cached_ms, prefix = _prefix_cache
-    if ms != cached_ms:
+    start, end, prefix = _prefix_cache
+    if not start <= timestamp < end:
+        ms = int(timestamp * 1000)
+        # The product may round across a millisecond boundary (1.001 * 1000 is 1000.999…):
+        # settle on the millisecond whose boundaries, as floats, enclose the timestamp.
+        if (ms + 1) / 1000 <= timestamp:
+            ms += 1
+        elif ms / 1000 > timestamp:
+            ms -= 1
         if not 0 <= ms < 1 << 48:
             raise ValueError(f"ULID timestamp out of range: {timestamp!r}")
         p = _PAIRS
@@ -67,7 +75,7 @@ def new_event_id(timestamp: float | None = None) -> str:
             + p[(ms >> 10) & 1023]
             + p[ms & 1023]
         )
-        _prefix_cache = (ms, prefix)  # one rebinding: safe to race
+        _prefix_cache = (ms / 1000, (ms + 1) / 1000, prefix)  # one rebinding: safe to race
     n = _bits(80)
     p = _PAIRS
     return (
@@ -85,12 +93,12 @@ def new_event_id(timestamp: float | None = None) -> str:
 
 def is_valid_trace_id(value: object) -> bool:
     """True for 32 lowercase hex digits that are not all zero (W3C)."""
-    return isinstance(value, str) and value != INVALID_TRACE_ID and bool(_TRACE_ID.match(value))
+    return isinstance(value, str) and value != INVALID_TRACE_ID and bool(_TRACE_ID.fullmatch(value))
 
 
 def is_valid_span_id(value: object) -> bool:
     """True for 16 lowercase hex digits that are not all zero (W3C)."""
-    return isinstance(value, str) and value != INVALID_SPAN_ID and bool(_SPAN_ID.match(value))
+    return isinstance(value, str) and value != INVALID_SPAN_ID and bool(_SPAN_ID.fullmatch(value))
 
 
 os.register_at_fork(after_in_child=_rng.seed)

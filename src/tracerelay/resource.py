@@ -3,7 +3,8 @@
 Collected once per ``Client`` and sent once per batch, never per span. Keys
 follow OpenTelemetry's semantic conventions. ``TRACERELAY_RESOURCE_ATTRIBUTES``
 (or, failing that, ``OTEL_RESOURCE_ATTRIBUTES``) adds ``key=value,key=value``
-pairs; ``OTEL_SERVICE_NAME`` is honoured when no service was configured.
+pairs, which give way to a configured service, version or environment;
+``OTEL_SERVICE_NAME`` is honoured when no service was configured.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from urllib.parse import unquote
 from tracerelay._version import __version__
 
 __all__ = ["detect_resource"]
+
+# The defaults of the ``service`` and ``environment`` options: they mean "not configured".
+_DEFAULT_SERVICE = "unknown_service"
+_DEFAULT_ENVIRONMENT = "production"
 
 
 def _parse_pairs(text: str) -> dict[str, str]:
@@ -42,8 +47,11 @@ def detect_resource(
     extra = _parse_pairs(
         env.get("TRACERELAY_RESOURCE_ATTRIBUTES") or env.get("OTEL_RESOURCE_ATTRIBUTES", "")
     )
-    if service == "unknown_service" and env.get("OTEL_SERVICE_NAME"):
-        service = env["OTEL_SERVICE_NAME"]
+    if service == _DEFAULT_SERVICE:
+        # OpenTelemetry's order: OTEL_SERVICE_NAME, then service.name among the pairs.
+        service = env.get("OTEL_SERVICE_NAME") or extra.get("service.name") or service
+    if environment == _DEFAULT_ENVIRONMENT:
+        environment = extra.get("deployment.environment") or environment
     resource: dict[str, Any] = {
         "service.name": service,
         "telemetry.sdk.name": "tracerelay",
@@ -58,9 +66,11 @@ def detect_resource(
         "process.runtime.name": sys.implementation.name,
         "process.runtime.version": platform.python_version(),
     }
+    resource.update(extra)
+    # What was configured wins over the pairs; only a default gives way to them (above).
+    resource["service.name"] = service
     if service_version:
         resource["service.version"] = service_version
     if environment:
         resource["deployment.environment"] = environment
-    resource.update(extra)
     return resource

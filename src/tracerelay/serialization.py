@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from tracerelay.jsonsafe import safe_repr
+from tracerelay.jsonsafe import safe_repr, to_jsonable
 
 __all__ = ["batch_body", "dumps", "envelope", "loads"]
 
-_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_RETRY_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def _default(value: Any) -> Any:
@@ -28,14 +28,18 @@ def _default(value: Any) -> Any:
 
 def dumps(value: Any) -> bytes:
     """JSON bytes for ``value``; anything orjson cannot encode becomes a safe repr."""
+    # Plain options first: OPT_NON_STR_KEYS doubles the cost of every call, and
+    # processed records only have str keys. Anything odd takes the slower retries.
     try:
-        return orjson.dumps(value, default=_default, option=_OPTIONS)
+        return orjson.dumps(value, default=_default)
+    except TypeError:
+        pass
+    try:
+        return orjson.dumps(value, default=_default, option=_RETRY_OPTIONS)
     except TypeError:
         # An integer beyond 64 bits, or nesting deeper than orjson allows: fall back to
         # a sanitised copy rather than losing the record.
-        from tracerelay.jsonsafe import to_jsonable
-
-        return orjson.dumps(to_jsonable(value, max_length=1 << 30), option=_OPTIONS)
+        return orjson.dumps(to_jsonable(value, max_length=1 << 30), option=_RETRY_OPTIONS)
 
 
 def loads(data: bytes | str) -> Any:
