@@ -252,3 +252,25 @@ def test_alternating_timestamps_keep_their_own_time() -> None:
         assert _ms(new_event_id(1.0)) == 1000
         assert _ms(new_event_id(2.5)) == 2500
         assert _ms(new_event_id(1.0005)) == 1000
+
+
+@settings(max_examples=50)
+@given(
+    count=st.integers(min_value=0, max_value=200),
+    timestamp=st.floats(min_value=0, max_value=(2**48 - 1) / 1000, allow_nan=False),
+)
+def test_batch_event_ids_are_distinct_valid_ulids_of_that_moment(
+    count: int, timestamp: float
+) -> None:
+    batch = ids.new_event_ids(count, timestamp)
+    assert len(batch) == count
+    assert len(set(batch)) == count
+    expected_ms = ULID.from_str(ids.new_event_id(timestamp)).milliseconds
+    for event_id in batch:
+        parsed = ULID.from_str(event_id)
+        assert str(parsed) == event_id
+        assert parsed.milliseconds == expected_ms
+    # Within one run of 32 the ids ascend (the ULID spec's monotonic form).
+    for start in range(0, count, 32):
+        run = batch[start : start + 32]
+        assert run == sorted(run)

@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TRUNCATED_MARK", "safe_repr", "to_jsonable", "truncate_text"]
+__all__ = ["TRUNCATED_MARK", "int_text", "safe_repr", "to_jsonable", "truncate_text"]
 
 TRUNCATED_MARK = "…[truncated {} chars]"
 _SCALARS = (str, int, float, bool, type(None))
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def truncate_text(text: str, limit: int) -> str:
@@ -59,9 +60,12 @@ def to_jsonable(
 def _convert(value: Any, limit: int, depth: int, items: int, seen: set[int]) -> Any:
     kind = type(value)
     if kind is str:
-        return truncate_text(value, limit)
-    if kind is bool or kind is int or value is None:
+        return _encodable(truncate_text(value, limit))
+    if kind is bool or value is None:
         return value
+    if kind is int:
+        # JSON encoders stop at 64 bits; larger integers travel as text.
+        return value if _I64_MIN <= value <= _I64_MAX else truncate_text(int_text(value), limit)
     if kind is float:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, enum.Enum):
@@ -87,7 +91,7 @@ def _convert(value: Any, limit: int, depth: int, items: int, seen: set[int]) -> 
                 if i >= items:
                     out["…"] = f"{len(value) - items} more"
                     break
-                name = key if isinstance(key, str) else safe_repr(key, 128)
+                name = _encodable(key) if isinstance(key, str) else safe_repr(key, 128)
                 out[name] = _convert(item, limit, depth - 1, items, seen)
             return out
         if isinstance(value, (list, tuple, set, frozenset)):
@@ -99,15 +103,34 @@ def _convert(value: Any, limit: int, depth: int, items: int, seen: set[int]) -> 
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
             return _convert(fields, limit, depth, items, seen)
-        dump = getattr(value, "model_dump", None)  # pydantic v2 models, common in LLM apps
-        if callable(dump):
-            try:
+        try:
+            dump = getattr(value, "model_dump", None)  # pydantic v2 models, common in LLM apps
+            if callable(dump):
                 return _convert(dump(), limit, depth, items, seen)
-            except Exception:
-                pass
+        except Exception:
+            pass  # a model_dump (or a __getattr__) that fails: fall back to the repr
         return safe_repr(value, min(limit, 1024))
     finally:
         seen.discard(ident)
+
+
+def int_text(value: int) -> str:
+    """``str(value)``, or hexadecimal past the interpreter's digit limit for ``str``."""
+    try:
+        return str(value)
+    except ValueError:
+        return hex(value)
+
+
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (left by ``surrogateescape``) written as ``\\udcXX``."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def _base_scalar(value: Any) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 
 from tracerelay._diagnostics import internal_error
 from tracerelay.export import Exporter, ExportResult
-from tracerelay.ids import new_event_id
+from tracerelay.ids import new_event_ids
 from tracerelay.spans import resync_clock
 
 __all__ = ["BackgroundPipeline", "Pipeline", "SyncPipeline"]
@@ -92,9 +92,10 @@ class Pipeline:
 
     def _process(self, batch: Sequence[Any]) -> list[Any]:
         out = []
+        unnamed = [record for record in batch if record.event_id is None]
+        for record, event_id in zip(unnamed, new_event_ids(len(unnamed)), strict=True):
+            record.event_id = event_id
         for record in batch:
-            if record.event_id is None:
-                record.event_id = new_event_id(record.timestamp)
             for processor in self.processors:
                 try:
                     result = processor(record)

@@ -179,8 +179,8 @@ class RawEvent(Record):
         self.payload = dict(payload)
 
     def to_wire(self) -> dict[str, Any]:
-        """Payload: as given, with cleaned attributes if it had any."""
-        if self.attributes:
+        """Payload: as given, with the cleaned attributes in place of the given ones."""
+        if self.attributes or "attributes" in self.payload:
             return {**self.payload, "attributes": self.attributes}
         return self.payload
 
