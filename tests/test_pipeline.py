@@ -183,3 +183,22 @@ def test_concurrent_producers_every_record_exported_exactly_once(
     for t in range(threads):  # each producer's records keep their order
         mine = [n for n in names if n.startswith(f"{t}-")]
         assert mine == [f"{t}-{i}" for i in range(per_thread)]
+
+
+def test_a_failing_redactor_drops_the_record_instead_of_leaking_it(
+    internal_errors: list[Any],
+) -> None:
+    from tracerelay.processing.redaction import SecretRedactor
+
+    class BrokenRedactor(SecretRedactor):
+        def __call__(self, record: Any) -> Any:
+            raise RuntimeError("regex engine exploded")
+
+    exporter = InMemoryExporter()
+    client = tracerelay.init(exporters=[exporter], processors=[BrokenRedactor()], environ={})
+    with tracerelay.span("carries a secret", attributes={"password": "hunter2"}):
+        pass
+    assert tracerelay.flush(timeout=5)
+    assert exporter.spans == []
+    assert client.metrics()["dropped_by_reason"] == {"processor:BrokenRedactor": 1}
+    assert len(internal_errors) == 1

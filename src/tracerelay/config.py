@@ -346,6 +346,12 @@ class Config:
         "processing",
         choices=("mask", "hash"),
     )
+    pii_salt: str | None = _opt(
+        "secret",
+        None,
+        "Key of the HMAC in `hash` mode; set it so digests cannot be guessed back.",
+        "processing",
+    )
     capture_io: bool = _opt(
         "bool", False, "Record traced functions' arguments and results.", "processing"
     )

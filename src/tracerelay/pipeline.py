@@ -100,10 +100,14 @@ class Pipeline:
                 try:
                     result = processor(record)
                 except Exception as exc:
-                    # Keep the record as the earlier processors left it: losing it would be
-                    # worse than one processor's work missing.
                     internal_error(f"processor {type(processor).__name__}", exc)
-                    continue
+                    if not getattr(processor, "fail_closed", False):
+                        # Keep the record as the earlier processors left it: losing it
+                        # would be worse than one processor's work missing.
+                        continue
+                    # A redactor that failed may have left a secret in place: sending
+                    # the record would be worse than losing it.
+                    result = None
                 if result is None:
                     self._count_drop(f"processor:{type(processor).__name__}")
                     record = None

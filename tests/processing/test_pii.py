@@ -359,3 +359,15 @@ def test_hash_digests_are_stable_and_tell_values_apart(first: str, second: str) 
     assert DIGEST.fullmatch(digest)
     assert PiiRedactor("hash", salt="s3cret").scrub_text(f"to: {first}") == f"to: {digest}"
     assert (HASH.scrub_text(second) == digest) == (first == second)
+
+
+def test_pii_salt_option_changes_the_digests() -> None:
+    digests = []
+    for salt in ("one", "two"):
+        with capture(redact_pii=True, pii_mode="hash", pii_salt=salt) as spans:
+            with tracerelay.span("s", attributes={"contact": "ada@example.com"}):
+                pass
+        digests.append(spans[0].attributes["contact"])
+    assert digests[0].startswith("[EMAIL:") and digests[1].startswith("[EMAIL:")
+    assert digests[0] != digests[1]
+    assert "ada@example.com" not in digests[0]

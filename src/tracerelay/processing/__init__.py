@@ -2,8 +2,11 @@
 
 A processor is a small object configured once in its constructor that does its
 work in ``__call__(record) -> record | None``: it may change the record in
-place and return it, or return ``None`` to drop it. Processors run in the
-pipeline's thread, never in traced code, in this order:
+place and return it, or return ``None`` to drop it. One that raises is
+reported and skipped — unless it has ``fail_closed = True`` (both redactors
+do), in which case the record is dropped, counted, rather than sent with what
+the processor should have removed. Processors run in the pipeline's thread,
+never in traced code, in this order:
 
     validation → limits (sanitise, cut to size) → secret redaction → PII redaction → yours
 
@@ -54,6 +57,6 @@ def build_processors(config: Config, extra: Iterable[Processor] = ()) -> list[Pr
     if config.redact:
         chain.append(SecretRedactor())
     if config.redact_pii:
-        chain.append(PiiRedactor(mode=config.pii_mode))
+        chain.append(PiiRedactor(mode=config.pii_mode, salt=config.pii_salt or ""))
     chain.extend(extra)
     return chain

@@ -149,6 +149,9 @@ class RecordScrubber:
     key_cache: dict[str, bool] | None = None
     """Key → ``masks_key(key)``, filled by ``masks_key``; None when no key is ever masked."""
 
+    fail_closed = True
+    """If scrubbing raises, the pipeline drops the record rather than send it unscrubbed."""
+
     def rewrite(self, text: str) -> str:
         """One pass of replacements over ``text``; the same object if nothing changed."""
         raise NotImplementedError
