@@ -95,8 +95,9 @@ class Pipeline:
         unnamed = [record for record in batch if record.event_id is None]
         for record, event_id in zip(unnamed, new_event_ids(len(unnamed)), strict=True):
             record.event_id = event_id
+        processors = self.processors
         for record in batch:
-            for processor in self.processors:
+            for processor in processors:
                 try:
                     result = processor(record)
                 except Exception as exc:
@@ -269,12 +270,10 @@ class BackgroundPipeline(Pipeline):
         while queue:
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            batch = []
-            try:
-                for _ in range(self._batch_size):
-                    batch.append(queue.popleft())
-            except IndexError:
-                pass
+            # Only this thread (under the export lock) takes from the queue, so the
+            # records counted here are there to pop.
+            popleft = queue.popleft
+            batch = [popleft() for _ in range(min(len(queue), self._batch_size))]
             if batch:
                 self._export(batch)
         return True
