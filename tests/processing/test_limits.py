@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracerelay
+from tests.processing.support import bare_span
 from tracerelay.ids import new_span_id, new_trace_id
 from tracerelay.jsonsafe import TRUNCATED_MARK
 from tracerelay.processing.limits import (
@@ -46,24 +47,6 @@ def one_span(attributes: dict[Any, Any], **options: Any) -> Span:
     with traced(**options) as spans, tracerelay.span("s", attributes=attributes):
         pass
     return spans.by_name("s")
-
-
-class _Tracer:
-    def finish(self, span: Span) -> None:
-        pass
-
-    def capture(self, value: Any) -> Any:
-        return value
-
-
-TRACER: Any = _Tracer()  # stands in for the Tracer a span reports to when it ends
-
-
-def bare_span(attributes: dict[Any, Any] | None = None) -> Span:
-    span = Span(TRACER, "op", new_trace_id(), new_span_id(), None, "internal", "span", None)
-    span.attributes = dict(attributes or {})
-    span.end()
-    return span
 
 
 def limits(**overrides: int) -> LimitsProcessor:

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracerelay
+from tests.processing.support import bare_span
 from tracerelay.errors import ConfigError
 from tracerelay.ids import new_span_id, new_trace_id
 from tracerelay.processing.pii import PiiRedactor, luhn_valid
@@ -67,18 +68,6 @@ LOOKALIKES = [
     *("4111111111111111x", "10.0.0.256", "1.2.3", "std::vector<int>", "arr[1::2]", "::1"),
     *("$4,111.11", "3.14159265358979", "user@localhost", "amount 123456789", "@mention"),
 ]
-
-
-class _Tracer:
-    def finish(self, span: Span) -> None:
-        pass
-
-
-def bare_span(attributes: dict[str, Any]) -> Span:
-    span = Span(_Tracer(), "op", new_trace_id(), new_span_id(), None, "internal", "span", None)  # type: ignore[arg-type]
-    span.attributes = dict(attributes)
-    span.end()
-    return span
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracerelay
+from tests.processing.support import bare_span
 from tracerelay.errors import ConfigError
 from tracerelay.ids import new_span_id, new_trace_id
 from tracerelay.processing.redaction import SecretRedactor
@@ -64,19 +65,6 @@ HARMLESS_KEYS = [
     *("llm.token_count.prompt", "gen_ai.usage.input_tokens", "tokenCount", "auth_type"),
     *("cache_key", "primary_key", "key", "secretary", "http.url", "user.id"),
 ]
-
-
-class _Tracer:
-    def finish(self, span: Span) -> None:
-        pass
-
-
-def bare_span(attributes: dict[str, Any] | None = None) -> Span:
-    """A finished span built by hand: holds whatever a test puts in, unsanitised."""
-    span = Span(_Tracer(), "op", new_trace_id(), new_span_id(), None, "internal", "span", None)  # type: ignore[arg-type]
-    span.attributes = dict(attributes or {})
-    span.end()
-    return span
 
 
 @contextmanager

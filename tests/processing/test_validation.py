@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracerelay
+from tests.processing.support import TRACER
 from tracerelay.ids import is_valid_span_id, is_valid_trace_id, new_span_id, new_trace_id
 from tracerelay.processing.limits import LimitsProcessor
 from tracerelay.processing.validation import (
@@ -41,17 +42,6 @@ def traced() -> Iterator[CapturedSpans]:
 def drops(spans: CapturedSpans) -> int:
     assert spans.client is not None
     return int(spans.client.pipeline.stats()["dropped"].get(DROPS, 0))
-
-
-class _Tracer:
-    def finish(self, span: Span) -> None:
-        pass
-
-    def capture(self, value: Any) -> Any:
-        return value
-
-
-TRACER: Any = _Tracer()  # stands in for the Tracer a span reports to when it ends
 
 
 def make_span(**fields: Any) -> Span:
