@@ -202,3 +202,32 @@ def test_a_failing_redactor_drops_the_record_instead_of_leaking_it(
     assert exporter.spans == []
     assert client.metrics()["dropped_by_reason"] == {"processor:BrokenRedactor": 1}
     assert len(internal_errors) == 1
+
+
+def test_span_fast_path_respects_a_subclass_override() -> None:
+    from tracerelay.processing.limits import LimitsProcessor
+
+    class Tagging(LimitsProcessor):
+        def __call__(self, record: Any) -> Any:
+            record = super().__call__(record)
+            record.attributes["tagged"] = True
+            return record
+
+    exporter = InMemoryExporter()
+    tracerelay.init(
+        exporters=[exporter],
+        processors=[
+            Tagging(
+                max_attributes=8,
+                max_attribute_length=64,
+                max_events=8,
+                max_io_length=64,
+                max_span_bytes=4096,
+            )
+        ],
+        environ={},
+    )
+    with tracerelay.span("s"):
+        pass
+    assert tracerelay.flush(timeout=5)
+    assert exporter.spans[0].attributes == {"tagged": True}

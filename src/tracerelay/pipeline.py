@@ -27,7 +27,7 @@ from typing import Any
 from tracerelay._diagnostics import internal_error
 from tracerelay.export import Exporter, ExportResult
 from tracerelay.ids import new_event_ids
-from tracerelay.spans import resync_clock
+from tracerelay.spans import Span, resync_clock
 
 __all__ = ["BackgroundPipeline", "Pipeline", "SyncPipeline"]
 
@@ -35,11 +35,32 @@ Processor = Callable[[Any], Any]
 _CLOCK_RESYNC_S = 60.0
 
 
+def _span_handler(processor: Processor) -> Processor:
+    """``processor.process_span`` when it is as specific as its ``__call__``, else the processor.
+
+    A subclass that overrides only ``__call__`` must still have that override called.
+    """
+    mro = type(processor).__mro__
+
+    def defined_at(name: str) -> int | None:
+        return next((i for i, cls in enumerate(mro) if name in vars(cls)), None)
+
+    fast, call = defined_at("process_span"), defined_at("__call__")
+    if fast is not None and call is not None and fast <= call:
+        handler: Processor = processor.process_span  # type: ignore[attr-defined]
+        return handler
+    return processor
+
+
 class Pipeline:
     """Processing and export shared by both pipelines; counts what happens to records."""
 
     def __init__(self, processors: Iterable[Processor], exporters: Iterable[Exporter]) -> None:
         self.processors = list(processors)
+        # For spans, a processor's ``process_span`` (if it has one) skips the type
+        # dispatch its ``__call__`` would do: one Python call per processor, not two.
+        self._span_chain = [(p, _span_handler(p)) for p in self.processors]
+        self._chain = [(p, p) for p in self.processors]
         self.exporters = list(exporters)
         self._export_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -95,11 +116,11 @@ class Pipeline:
         unnamed = [record for record in batch if record.event_id is None]
         for record, event_id in zip(unnamed, new_event_ids(len(unnamed)), strict=True):
             record.event_id = event_id
-        processors = self.processors
+        span_chain, chain = self._span_chain, self._chain
         for record in batch:
-            for processor in processors:
+            for processor, handle in span_chain if type(record) is Span else chain:
                 try:
-                    result = processor(record)
+                    result = handle(record)
                 except Exception as exc:
                     internal_error(f"processor {type(processor).__name__}", exc)
                     if not getattr(processor, "fail_closed", False):

@@ -96,8 +96,7 @@ class LimitsProcessor:
     def __call__(self, record: Any) -> Any:
         """Sanitise and bound ``record``; returns it."""
         if isinstance(record, Span):
-            self._span(record)
-            return record
+            return self.process_span(record)
         attrs = getattr(record, "attributes", None)
         if isinstance(attrs, Mapping):
             record.attributes = self._attributes(attrs)[0]
@@ -107,7 +106,8 @@ class LimitsProcessor:
 
     # -- spans ------------------------------------------------------------------------
 
-    def _span(self, span: Span) -> None:
+    def process_span(self, span: Span) -> Span:
+        """The span sanitised and bounded in place: the pipeline calls this for spans directly."""
         attrs, bound = self._attributes(span.attributes)
         span.attributes = attrs
         events: list[Any] | None = span._events
@@ -152,6 +152,7 @@ class LimitsProcessor:
             chars = _UNKNOWN_BYTES
         if bound + _CHAR_BYTES * chars + _SPAN_BYTES > self._max_bytes:
             self._fit(span)
+        return span
 
     def _event(self, event: dict[str, Any], start: int) -> int:
         """Clean one span event in place; returns an upper bound of its encoded size."""

@@ -179,6 +179,14 @@ class RecordScrubber:
         """What a value under a masked key becomes."""
         return value
 
+    def process_span(self, span: Span) -> Span:
+        """Rewrite a span in place and return it: the pipeline calls this for spans directly."""
+        attributes = span.attributes
+        if attributes and type(attributes) is dict:
+            self._scrub_in_place(attributes)
+        self._scrub_span(span)
+        return span
+
     def __call__(self, record: Any) -> Any:
         """Rewrite ``record`` in place and return it."""
         attributes = getattr(record, "attributes", None)

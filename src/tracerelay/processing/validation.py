@@ -66,12 +66,13 @@ class ValidationProcessor:
     def __call__(self, record: Any) -> Any:
         """The record, repaired in place, or None when it cannot be kept."""
         if isinstance(record, Span):
-            return self._span(record)
+            return self.process_span(record)
         if isinstance(record, Score):
             return _score(record)
         return record
 
-    def _span(self, span: Span) -> Span | None:
+    def process_span(self, span: Span) -> Span | None:
+        """A span repaired in place, or None: the pipeline calls this for spans directly."""
         trace_id: Any = span.trace_id
         if trace_id is not self._trace_id:
             if type(trace_id) is not str or not _TRACE_ID(trace_id) or trace_id == INVALID_TRACE_ID:
