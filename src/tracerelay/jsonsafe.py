@@ -18,7 +18,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TRUNCATED_MARK", "int_text", "safe_repr", "to_jsonable", "truncate_text"]
+__all__ = [
+    "TRUNCATED_MARK",
+    "encodable",
+    "int_text",
+    "is_encodable",
+    "safe_repr",
+    "to_jsonable",
+    "truncate_text",
+]
 
 TRUNCATED_MARK = "…[truncated {} chars]"
 _SCALARS = (str, int, float, bool, type(None))
@@ -60,7 +68,7 @@ def to_jsonable(
 def _convert(value: Any, limit: int, depth: int, items: int, seen: set[int]) -> Any:
     kind = type(value)
     if kind is str:
-        return _encodable(truncate_text(value, limit))
+        return encodable(truncate_text(value, limit))
     if kind is bool or value is None:
         return value
     if kind is int:
@@ -91,7 +99,7 @@ def _convert(value: Any, limit: int, depth: int, items: int, seen: set[int]) -> 
                 if i >= items:
                     out["…"] = f"{len(value) - items} more"
                     break
-                name = _encodable(key) if isinstance(key, str) else safe_repr(key, 128)
+                name = encodable(key) if isinstance(key, str) else safe_repr(key, 128)
                 out[name] = _convert(item, limit, depth - 1, items, seen)
             return out
         if isinstance(value, (list, tuple, set, frozenset)):
@@ -122,15 +130,20 @@ def int_text(value: int) -> str:
         return hex(value)
 
 
-def _encodable(text: str) -> str:
-    """``text`` with lone surrogates (left by ``surrogateescape``) written as ``\\udcXX``."""
+def is_encodable(text: str) -> bool:
+    """True when ``text`` encodes as UTF-8 (no lone surrogates), as JSON encoders need."""
     if text.isascii():
-        return text
+        return True
     try:
         text.encode()
     except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
-    return text
+        return False
+    return True
+
+
+def encodable(text: str) -> str:
+    """``text`` with lone surrogates (left by ``surrogateescape``) written as ``\\udcXX``."""
+    return text if is_encodable(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
 def _base_scalar(value: Any) -> Any:

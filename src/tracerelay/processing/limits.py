@@ -29,7 +29,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tracerelay.jsonsafe import TRUNCATED_MARK, safe_repr, to_jsonable, truncate_text
+from tracerelay.jsonsafe import (
+    TRUNCATED_MARK,
+    encodable,
+    int_text,
+    is_encodable,
+    safe_repr,
+    to_jsonable,
+    truncate_text,
+)
 from tracerelay.records import Score
 from tracerelay.serialization import dumps
 from tracerelay.spans import Span
@@ -194,12 +202,12 @@ class LimitsProcessor:
         if type(attrs) is dict and len(attrs) <= self._max_attrs:
             chars = extra = 0
             for key, value in attrs.items():
-                if type(key) is not str or len(key) > limit or not _utf8_ok(key):
+                if type(key) is not str or len(key) > limit or not is_encodable(key):
                     break
                 chars += len(key)
                 kind = type(value)
                 if kind is str:
-                    if len(value) <= limit and (value.isascii() or _utf8_ok(value)):
+                    if len(value) <= limit and (value.isascii() or is_encodable(value)):
                         chars += len(value)
                         continue
                 elif (
@@ -240,7 +248,7 @@ class LimitsProcessor:
         if kind is bool:
             return value
         if kind is int:
-            return value if _in_64_bits(value) else self._str(_int_text(value))
+            return value if _in_64_bits(value) else self._str(int_text(value))
         if kind is float:
             return value if _isfinite(value) else str(value)
         if kind is list or kind is tuple:
@@ -275,7 +283,7 @@ class LimitsProcessor:
     def _str(self, text: str) -> str:
         if len(text) > self._len:
             text = truncate_text(text, self._len)
-        return text if _utf8_ok(text) else truncate_text(_utf8(text), self._len)
+        return text if is_encodable(text) else truncate_text(encodable(text), self._len)
 
     def _score(self, score: Score) -> None:
         value: Any = score.value
@@ -442,11 +450,13 @@ def _repair(value: Any) -> Any:
     """A copy of JSON-like ``value`` that orjson can encode (no huge ints, no surrogates)."""
     kind = type(value)
     if kind is str:
-        return _utf8(value)
+        return encodable(value)
     if kind is int:
-        return value if _I64_MIN <= value <= _I64_MAX else _int_text(value)
+        return value if _I64_MIN <= value <= _I64_MAX else int_text(value)
     if isinstance(value, Mapping):
-        return {_utf8(k if type(k) is str else _key_text(k)): _repair(v) for k, v in value.items()}
+        return {
+            encodable(k if type(k) is str else _key_text(k)): _repair(v) for k, v in value.items()
+        }
     if kind is list or kind is tuple:
         return [_repair(v) for v in value]
     return value
@@ -456,29 +466,6 @@ def _plain_ints(usage: Any) -> bool:
     return type(usage) is dict and all(
         type(k) is str and type(v) is int and _in_64_bits(v) for k, v in usage.items()
     )
-
-
-def _utf8_ok(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _utf8(text: str) -> str:
-    """``text`` with lone surrogates (``surrogateescape`` decoding leaves them) as ``\\udcXX``."""
-    return text if _utf8_ok(text) else text.encode("utf-8", "backslashreplace").decode()
-
-
-def _int_text(value: int) -> str:
-    try:
-        return str(value)
-    except ValueError:
-        # Beyond sys.get_int_max_str_digits(): hexadecimal has no such limit.
-        return hex(value)
 
 
 def _key_text(key: object) -> str:
