@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracerelay
-from tests.processing.support import bare_span
+from tests.processing.support import bare_span, same_shape
 from tracerelay.errors import ConfigError
 from tracerelay.ids import new_span_id, new_trace_id
 from tracerelay.processing.pii import PiiRedactor, luhn_valid
@@ -298,23 +298,6 @@ EMAILS = st.tuples(
     st.from_regex(r"[a-z][a-z0-9._]{0,10}[a-z0-9]", fullmatch=True),
     st.from_regex(r"[a-z]{1,10}\.(com|org|io)", fullmatch=True),
 ).map("@".join)
-
-
-def same_shape(before: Any, after: Any) -> None:
-    if isinstance(before, dict):
-        assert isinstance(after, dict)
-        assert list(after) == list(before)
-        for key, value in before.items():
-            same_shape(value, after[key])
-    elif isinstance(before, list):
-        assert isinstance(after, list)
-        assert len(after) == len(before)
-        for old, new in zip(before, after, strict=True):
-            same_shape(old, new)
-    elif isinstance(before, str):
-        assert isinstance(after, str)
-    else:
-        assert after == before
 
 
 @settings(max_examples=300, deadline=None)

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracerelay
-from tests.processing.support import bare_span
+from tests.processing.support import bare_span, same_shape
 from tracerelay.errors import ConfigError
 from tracerelay.ids import new_span_id, new_trace_id
 from tracerelay.processing.redaction import SecretRedactor
@@ -388,27 +388,6 @@ JSON = st.recursive(
 )
 
 
-def same_shape(before: Any, after: Any) -> None:
-    """Same keys, lengths and types, except where a secret's key hid its value."""
-    if isinstance(before, dict):
-        assert isinstance(after, dict)
-        assert list(after) == list(before)
-        for key, value in before.items():
-            if REDACTOR.masks_key(key):
-                assert after[key] in (MARK, value) or isinstance(after[key], list)
-            else:
-                same_shape(value, after[key])
-    elif isinstance(before, list):
-        assert isinstance(after, list)
-        assert len(after) == len(before)
-        for old, new in zip(before, after, strict=True):
-            same_shape(old, new)
-    elif isinstance(before, str):
-        assert isinstance(after, str)
-    else:
-        assert after == before
-
-
 @settings(max_examples=300, deadline=None)
 @given(TEXTS)
 def test_redacting_twice_changes_nothing_more(text: str) -> None:
@@ -422,7 +401,7 @@ def test_redacting_twice_changes_nothing_more(text: str) -> None:
 def test_any_json_keeps_its_structure_and_redacts_idempotently(value: Any) -> None:
     once = REDACTOR.scrub(value)
 
-    same_shape(value, once)
+    same_shape(value, once, hidden=REDACTOR.masks_key, marker=MARK)
     assert REDACTOR.scrub(once) == once
 
 
