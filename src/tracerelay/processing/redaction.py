@@ -92,7 +92,11 @@ _PEM = re.compile(
 _AUTH = re.compile(
     r"[Bb](?<!\w.)(?:earer|asic|EARER|ASIC)\s+(?P<credential>[A-Za-z0-9\-._~+/]{8,}=*)"
 )
-_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
+# The lookbehind starts a match only at the head of a token: without it, a long run
+# of "eyJeyJ…" would be rescanned from every "eyJ" in it (quadratic time).
+_JWT = re.compile(
+    r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"
+)
 _SK = re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}")  # OpenAI sk-, sk-proj-; Anthropic sk-ant-
 _STRIPE = re.compile(r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{10,}")
 _AWS = re.compile(r"\bA(?:KIA|SIA)[0-9A-Z]{16}\b")
