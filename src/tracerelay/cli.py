@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,145 @@ def _demo(args: argparse.Namespace) -> int:
     if failed or not flushed:
         _error(f"{failed} records could not be exported" if failed else "the final flush timed out")
         return 1
+    return 0
+
+
+def _flag(match: re.Match[str]) -> str:
+    return "--" + match.group(1).replace("_", "-")
+
+
+def _rate(name: str) -> _Argument:
+    return arg(
+        f"--rate-{name.replace('_', '-')}",
+        dest=f"rate_{name}",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help=f"fraction of ingest requests that get the {name.replace('_', ' ')} fault (0–1)",
+    )
+
+
+@command(
+    "mock",
+    "run a fake ingest server that injects 413/429/5xx/timeouts/resets, for testing",
+    arg("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"),
+    arg(
+        "--port",
+        type=_bounded_int(0, 65535),
+        default=4319,
+        help="port to listen on; 0 picks a free one (default: 4319)",
+    ),
+    *(_rate(kind) for kind in ("413", "429", "500", "503", "slow", "reset", "lost_reply")),
+    arg(
+        "--slow-seconds",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how long a slow reply takes (default: 1)",
+    ),
+    arg(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="Retry-After seconds sent with 429/503 (default: 1)",
+    ),
+    arg(
+        "--retry-after-date",
+        action="store_true",
+        help="send Retry-After as an HTTP date instead of seconds",
+    ),
+    arg(
+        "--max-body-bytes",
+        type=_bounded_int(1, 2**31),
+        default=5_000_000,
+        metavar="N",
+        help="larger request bodies get 413 (default: 5000000)",
+    ),
+    arg(
+        "--max-decompressed-bytes",
+        type=_bounded_int(1, 2**31),
+        default=50_000_000,
+        metavar="N",
+        help="bodies inflating past this get 413 (default: 50000000)",
+    ),
+    arg("--api-key", metavar="KEY", help="require Authorization: Bearer KEY (default: none)"),
+    arg("--seed", type=int, metavar="N", help="seed the fault draws, for reproducible runs"),
+    arg(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long (default: run until Ctrl-C)",
+    ),
+)
+def _mock(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from tracerelay.mock import Faults, MockServer, format_stats
+
+    try:
+        faults = Faults(
+            rate_413=args.rate_413,
+            rate_429=args.rate_429,
+            rate_500=args.rate_500,
+            rate_503=args.rate_503,
+            rate_slow=args.rate_slow,
+            slow_seconds=args.slow_seconds,
+            rate_reset=args.rate_reset,
+            rate_lost_reply=args.rate_lost_reply,
+            retry_after=args.retry_after,
+            retry_after_http_date=args.retry_after_date,
+        )
+    except ValueError as exc:
+        # Name the flag the user typed, not the Python field behind it.
+        flags = re.sub(r"\b(rate_\w+|slow_seconds|retry_after)\b", _flag, str(exc))
+        _error(f"{flags}.")
+        return 2
+    duration: float | None = args.duration
+    if duration is not None and not 0 < duration < 1e9:
+        _error(f"--duration must be a positive number of seconds, got {duration!r}.")
+        return 2
+    if args.api_key == "":
+        _error("--api-key must not be empty; leave it out to accept any request.")
+        return 2
+    server = MockServer(
+        args.host,
+        args.port,
+        faults=faults,
+        api_key=args.api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_decompressed_bytes=args.max_decompressed_bytes,
+        seed=args.seed,
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        _error(f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}.")
+        return 1
+    stop = threading.Event()
+    previous = None
+    # SIGTERM (a script's `kill`) ends the run like Ctrl-C: with the summary, exit 0.
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print(f"tracerelay mock: listening on {server.url}", flush=True)
+        print(f"  faults: {faults.describe()}", flush=True)
+        if args.api_key:
+            print("  requires: Authorization: Bearer <--api-key>", flush=True)
+        until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
+        print(f"  serving {until}", flush=True)
+        try:
+            stop.wait(duration)
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print("tracerelay mock: stopped", flush=True)
+    for line in format_stats(server.stats()):
+        print(f"  {line}", flush=True)
     return 0
 
 

@@ -37,6 +37,10 @@ EVENT_TYPES = frozenset(
 
 
 def _default_exporters(config: Config, resource: Mapping[str, Any]) -> list[Exporter]:
+    if config.exporter == "http":
+        from tracerelay.export.http import HttpExporter
+
+        return [HttpExporter(config, resource)]
     if config.exporter == "console":
         from tracerelay.export.console import ConsoleExporter
 
@@ -126,11 +130,11 @@ class Client:
         return self.pipeline.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
 
     def metrics(self) -> dict[str, Any]:
-        """The pipeline's own counters (the full delivery set arrives with the HTTP exporter)."""
+        """The pipeline's counters, plus the delivery counters of any HTTP exporter."""
         stats = self.pipeline.stats()
         dropped = sum(stats["dropped"].values())
         batches = stats["batches"]
-        return {
+        metrics: dict[str, Any] = {
             "queue_depth": stats["queued"],
             "items_created": stats["processed"] + dropped + stats["queued"],
             "items_processed": stats["processed"],
@@ -140,6 +144,11 @@ class Client:
             "batches_processed": batches,
             "avg_batch_size": stats["processed"] / batches if batches else 0.0,
         }
+        for exporter in self.exporters:
+            delivery = getattr(exporter, "metrics", None)
+            if callable(delivery):
+                metrics["delivery"] = delivery()
+        return metrics
 
     def __repr__(self) -> str:
         return f"<Client service={self.config.service!r} exporters={self.exporters!r}>"

@@ -247,9 +247,9 @@ class Config:
     exporter: str = _opt(
         "choice",
         "none",
-        "Built-in exporter: `console` tree, `jsonl` file, or `none`.",
+        "Built-in exporter: `http` to the server, `console` tree, `jsonl` file, or `none`.",
         "delivery",
-        choices=("none", "console", "jsonl"),
+        choices=("none", "http", "console", "jsonl"),
     )
     export_file: str = _opt(
         "str", "tracerelay-spans.jsonl", "File the `jsonl` exporter appends to.", "delivery"
