@@ -65,3 +65,21 @@ def test_spec_python_api_names_exist() -> None:
     span = tracerelay.span("no-op")
     for attr in ("trace_id", "span_id", "parent_span_id"):
         assert hasattr(span, attr)
+
+
+def test_client_metrics_has_every_spec_counter() -> None:
+    spec = {
+        "queue_depth", "items_created", "items_processed", "items_failed", "items_dropped",
+        "items_spooled", "duplicates", "batches_processed", "avg_batch_size",
+        "avg_response_ms", "processing_rate", "error_rate", "circuit_state",
+    }  # fmt: skip
+    client = tracerelay.Client(exporters=[], environ={})
+    assert spec <= set(client.metrics())
+    http = tracerelay.Client(
+        exporter="http", spool_dir=None, endpoint="http://127.0.0.1:9", environ={}
+    )
+    try:
+        assert spec <= set(http.metrics())
+        assert http.metrics()["circuit_state"] == "closed"
+    finally:
+        http.shutdown(timeout=0.5)

@@ -6,6 +6,7 @@ builds a standalone one (several may coexist, each with its own exporters).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -99,6 +100,7 @@ class Client:
             capture_io=config.capture_io,
             max_io_length=config.max_io_length,
         )
+        self._started = time.monotonic()
         # Kept so a forked child can build an identical client of its own.
         self._arguments = dict(
             options, exporters=exporters, processors=processors, synchronous=synchronous
@@ -130,24 +132,55 @@ class Client:
         return self.pipeline.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
 
     def metrics(self) -> dict[str, Any]:
-        """The pipeline's counters, plus the delivery counters of any HTTP exporter."""
+        """The SDK's own counters (SPEC §3), pipeline and delivery together.
+
+        ``items_created`` counts records made; ``items_processed`` those that
+        reached the server (with an HTTP exporter) or the exporters (without);
+        ``items_dropped`` those lost, by reason in ``dropped_by_reason``;
+        ``items_spooled`` those waiting on disk.
+        """
         stats = self.pipeline.stats()
-        dropped = sum(stats["dropped"].values())
-        batches = stats["batches"]
+        dropped = dict(stats["dropped"])
+        created = stats["processed"] + sum(dropped.values()) + stats["queued"]
+        uptime = max(time.monotonic() - self._started, 1e-9)
         metrics: dict[str, Any] = {
             "queue_depth": stats["queued"],
-            "items_created": stats["processed"] + dropped + stats["queued"],
+            "items_created": created,
             "items_processed": stats["processed"],
             "items_failed": stats["failed"],
-            "items_dropped": dropped,
-            "dropped_by_reason": stats["dropped"],
-            "batches_processed": batches,
-            "avg_batch_size": stats["processed"] / batches if batches else 0.0,
+            "items_dropped": sum(dropped.values()),
+            "items_spooled": 0,
+            "duplicates": 0,
+            "batches_processed": stats["batches"],
+            "avg_batch_size": stats["processed"] / stats["batches"] if stats["batches"] else 0.0,
+            "avg_response_ms": 0.0,
+            "processing_rate": stats["processed"] / uptime,
+            "error_rate": 0.0,
+            "circuit_state": "disabled",
+            "dropped_by_reason": dropped,
         }
         for exporter in self.exporters:
             delivery = getattr(exporter, "metrics", None)
-            if callable(delivery):
-                metrics["delivery"] = delivery()
+            if not callable(delivery):
+                continue
+            sent = delivery()
+            metrics["queue_depth"] += sent["queue_depth"]
+            metrics["items_processed"] = sent["items_delivered"]
+            metrics["items_failed"] += sent["items_failed"]
+            if sent["items_dropped"]:
+                dropped["delivery"] = sent["items_dropped"]
+                metrics["items_dropped"] += sent["items_dropped"]
+            for key in (
+                "items_spooled",
+                "duplicates",
+                "batches_processed",
+                "avg_batch_size",
+                "avg_response_ms",
+                "error_rate",
+                "circuit_state",
+            ):
+                metrics[key] = sent[key]
+            metrics["processing_rate"] = sent["items_delivered"] / uptime
         return metrics
 
     def __repr__(self) -> str:
