@@ -285,6 +285,88 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command(
+    "spool",
+    "inspect, replay or purge the disk spool of undelivered batches",
+    arg("action", choices=("inspect", "replay", "purge"), nargs="?", default="inspect"),
+    arg("--dir", help="spool folder (default: the one the configured service uses)"),
+    arg("--service", help="service whose default spool to use (default: TRACERELAY_SERVICE)"),
+    arg("--endpoint", help="server to replay to (default: TRACERELAY_ENDPOINT)"),
+    arg("--api-key", help="key to replay with (default: TRACERELAY_API_KEY)"),
+    arg("--yes", action="store_true", help="purge without asking"),
+)
+def _spool(args: argparse.Namespace) -> int:
+    from tracerelay.config import make_config
+    from tracerelay.delivery.spool import inspect_spool
+    from tracerelay.delivery.spool_admin import purge, replay
+    from tracerelay.export.http import default_spool_dir
+    from tracerelay.resource import detect_resource
+
+    given = {k: v for k, v in {"service": args.service, "endpoint": args.endpoint,
+                               "api_key": args.api_key}.items() if v is not None}  # fmt: skip
+    config = make_config(**given)
+    directory = args.dir or config.spool_dir or default_spool_dir(config.service, config.endpoint)
+    if args.action == "inspect":
+        _print_spool(inspect_spool(directory))
+        return 0
+    if args.action == "purge":
+        if not args.yes:
+            _error("purge deletes undelivered data; run again with --yes to confirm")
+            return 2
+        files, events = purge(directory)
+        print(f"purged {files} batches ({events} events) from {directory}")
+        return 0
+
+    def bar(done: int, total: int, events: int) -> None:
+        filled = int(30 * done / total) if total else 30
+        print(
+            f"\rreplaying [{'#' * filled}{'-' * (30 - filled)}] {done}/{total} batches, "
+            f"{events} events",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    result = replay(
+        directory,
+        endpoint=config.endpoint,
+        api_key=config.api_key,
+        resource=detect_resource(config.service, environment=config.environment),
+        timeout=config.timeout,
+        progress=bar,
+    )
+    print(file=sys.stderr)
+    print(
+        f"replayed {result.batches_sent} batches ({result.events_sent} events) to {config.endpoint}"
+    )
+    if result.held_by_running:
+        print(f"{result.held_by_running} batches belong to running processes; they send their own")
+    if result.batches_left:
+        _error(
+            f"{result.batches_left} batches ({result.events_left} events) could not be sent and "
+            "stay in the spool; the warning above says why"
+        )
+        return 1
+    return 0
+
+
+def _print_spool(summary: dict[str, Any]) -> None:
+    print(f"spool {summary['directory']}")
+    if not summary["exists"]:
+        print("  (does not exist: nothing was ever spooled here)")
+        return
+    print(
+        f"  {summary['files']} batches, {summary['events']} events, {summary['bytes']} bytes"
+        f"; {summary['corrupt']} corrupt set aside"
+    )
+    for owner, info in sorted(summary["owners"].items()):
+        state = "running" if info["alive"] else "gone (replay or the next start sends these)"
+        print(
+            f"  {owner}: {info['files']} batches, {info['events']} events, oldest "
+            f"{info['oldest_age']:.0f} s ago, {state}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 

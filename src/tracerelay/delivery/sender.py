@@ -237,7 +237,7 @@ class Sender:
         return self._spooled_here()
 
     def _send_new(self, batch: list[EncodedEvent]) -> None:
-        self._deliver(batch, from_spool=False)
+        self.deliver(batch, from_spool=False)
 
     def _replay_one(self) -> None:
         assert self.spool is not None
@@ -249,7 +249,7 @@ class Sender:
         if stored is None:  # corrupt: the spool set it aside and warned
             return
         events = [EncodedEvent(str(e.get("event_id")), dumps(e)) for e in stored.events]
-        if self._deliver(events, from_spool=True):
+        if self.deliver(events, from_spool=True):
             self.spool.remove(entry)
             self.counts["replayed"] += len(events)
         else:
@@ -261,9 +261,10 @@ class Sender:
 
     # -- one batch, through every answer the server may give -------------------------
 
-    def _deliver(self, events: list[EncodedEvent], *, from_spool: bool) -> bool:
-        """Deliver ``events``; True when all are done. Otherwise the rest is in the spool
-        (or, when ``from_spool``, left where it already is)."""
+    def deliver(self, events: list[EncodedEvent], *, from_spool: bool) -> bool:
+        """Deliver ``events`` now, on the calling thread, through every answer the policy
+        knows; True when all are done. Otherwise the rest goes to the spool — or, when
+        ``from_spool``, stays where it already is. ``tracerelay spool replay`` uses this."""
         pending = [events]
         undelivered: list[EncodedEvent] = []
         while pending:
