@@ -18,6 +18,7 @@ import re
 import struct
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,11 +69,21 @@ class Corrupt(Exception):
     """A file failed its checks; the message says which."""
 
 
-def encode(created_ns: int, b: SpoolBatch) -> bytes:
-    """The whole file for one batch: header, checksum, payload."""
-    fields = {"events": b.events, "reason": b.reason, "attempts": b.attempts}
-    payload = dumps({**fields, "created": b.created, "meta": b.meta})
-    head = _HEAD.pack(_MAGIC, _VERSION, 0, created_ns, len(b.events), len(payload))
+def encode(created_ns: int, b: SpoolBatch, raw_events: Sequence[bytes] | None = None) -> bytes:
+    """The whole file for one batch: header, checksum, payload.
+
+    ``raw_events``, when given, are the events already encoded as JSON objects;
+    they are spliced into the payload as they are (``b.events`` is then unused),
+    which spares the sender decoding and re-encoding every event it spills.
+    """
+    fields = {"reason": b.reason, "attempts": b.attempts, "created": b.created, "meta": b.meta}
+    if raw_events is None:
+        payload = dumps({"events": b.events, **fields})
+        count = len(b.events)
+    else:
+        payload = b'{"events":[' + b",".join(raw_events) + b"]," + dumps(fields)[1:]
+        count = len(raw_events)
+    head = _HEAD.pack(_MAGIC, _VERSION, 0, created_ns, count, len(payload))
     return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
 
 

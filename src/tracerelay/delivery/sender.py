@@ -42,7 +42,7 @@ from tracerelay.delivery.policy import (
     retryable_events,
     split_in_halves,
 )
-from tracerelay.delivery.spool import Spool, SpoolEntry
+from tracerelay.delivery.spool import Spool
 from tracerelay.delivery.transport import HttpTransport
 from tracerelay.jsonsafe import truncate_text
 from tracerelay.serialization import dumps
@@ -240,24 +240,29 @@ class Sender:
         self.deliver(batch, from_spool=False)
 
     def _replay_one(self) -> None:
+        """Replay spooled batches, oldest first, from one listing of the directory.
+
+        Stops at the first batch that cannot be delivered (it waits a backoff
+        before the next try), at shutdown, or when new records are waiting: they
+        are sent first, and the replay continues on the next idle turn.
+        """
         assert self.spool is not None
-        entries = self.spool.entries()
-        if not entries:
-            return
-        entry: SpoolEntry = entries[0]
-        stored = self.spool.read(entry)
-        if stored is None:  # corrupt: the spool set it aside and warned
-            return
-        events = [EncodedEvent(str(e.get("event_id")), dumps(e)) for e in stored.events]
-        if self.deliver(events, from_spool=True):
+        for entry in self.spool.entries():
+            if self._closing or self._stop.is_set() or self._queue:
+                return
+            stored = self.spool.read(entry)
+            if stored is None:  # corrupt: the spool set it aside and warned
+                continue
+            events = [EncodedEvent(str(e.get("event_id")), dumps(e)) for e in stored.events]
+            if not self.deliver(events, from_spool=True):
+                self.spool.update_attempts(entry, stored.attempts + 1)
+                with self._cond:
+                    # Wait before the next replay, longer after each failure of this
+                    # batch; a successful send or a flush ends the wait early.
+                    self._replay_not_before = time.monotonic() + self.backoff.bound(stored.attempts)
+                return
             self.spool.remove(entry)
             self.counts["replayed"] += len(events)
-        else:
-            self.spool.update_attempts(entry, stored.attempts + 1)
-            with self._cond:
-                # Wait before the next replay, longer after each failure of this batch;
-                # a successful send or a flush ends the wait early.
-                self._replay_not_before = time.monotonic() + self.backoff.bound(stored.attempts)
 
     # -- one batch, through every answer the server may give -------------------------
 
@@ -395,7 +400,9 @@ class Sender:
         self._to_spool(events, reason)
 
     def _to_spool(self, events: list[EncodedEvent], reason: str) -> None:
-        if self.spool is not None and self.spool.write(_envelopes(events), reason=reason):
+        if self.spool is not None and self.spool.write_encoded(
+            [e.data for e in events], reason=reason
+        ):
             self.counts["spooled"] += len(events)
             return
         self.counts["dropped"] += len(events)
@@ -405,10 +412,6 @@ class Sender:
             len(events),
             reason,
         )
-
-
-def _envelopes(events: Sequence[EncodedEvent]) -> list[dict[str, Any]]:
-    return [orjson.loads(e.data) for e in events]
 
 
 def _json(response: httpx.Response | None) -> dict[str, Any]:

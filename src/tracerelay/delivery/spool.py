@@ -187,24 +187,46 @@ class Spool:
         least once a second.
         """
         plain = [e if type(e) is dict else dict(e) for e in events]
+        return self._write(plain, None, reason, attempts, meta)
+
+    def write_encoded(
+        self,
+        events: Sequence[bytes],
+        *,
+        reason: str,
+        attempts: int = 0,
+        meta: Mapping[str, Any] | None = None,
+    ) -> SpoolEntry | None:
+        """``write`` for events already encoded as JSON objects: stored without re-encoding."""
+        return self._write([], list(events), reason, attempts, meta)
+
+    def _write(
+        self,
+        plain: list[dict[str, Any]],
+        raw: list[bytes] | None,
+        reason: str,
+        attempts: int,
+        meta: Mapping[str, Any] | None,
+    ) -> SpoolEntry | None:
+        count = len(plain) if raw is None else len(raw)
         with self._lock:
             if self._closed:
                 return None
             created_ns = self._last_ns = max(time.time_ns(), self._last_ns + 1)
             batch = SpoolBatch(plain, reason, attempts, created_ns / 1e9, dict(meta or {}))
-            data = encode(created_ns, batch)
+            data = encode(created_ns, batch, raw)
             if len(data) > self.max_bytes:
                 self._counts["evicted_files"] += 1
-                self._counts["evicted_events"] += len(plain)
+                self._counts["evicted_events"] += count
                 self._warn("big", "a batch of %d bytes is over max_bytes, dropped", len(data))
                 return None
-            name = self._new_name(created_ns, len(plain))
+            name = self._new_name(created_ns, count)
             if not self._store(name, data):
                 return None
-            self._index[name] = (len(data), len(plain))
+            self._index[name] = (len(data), count)
             self._index_bytes += len(data)
             self._enforce_bound()
-            return SpoolEntry(self._path(name), self.owner, created_ns, len(data), len(plain))
+            return SpoolEntry(self._path(name), self.owner, created_ns, len(data), count)
 
     def entries(self) -> list[SpoolEntry]:
         """This owner's batches, oldest first."""
