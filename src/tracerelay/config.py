@@ -246,7 +246,7 @@ class Config:
     )
     exporter: str = _opt(
         "choice",
-        "none",
+        "http",
         "Built-in exporter: `http` to the server, `console` tree, `jsonl` file, or `none`.",
         "delivery",
         choices=("none", "http", "console", "jsonl"),
