@@ -154,3 +154,17 @@ def test_the_console_script_reports_bad_config_without_traceback(tmp_path: Path)
     assert done.returncode == 2
     assert "TR-CONFIG-CHOICE" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_demo_sends_to_a_server_with_the_http_exporter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tracerelay.mock import MockServer
+
+    with MockServer(seed=1) as server:
+        argv = ["demo", "--traces", "2", "--exporter", "http", "--endpoint", server.url]
+        assert cli.main(argv) == 0
+        received = len(server.received)
+    out = capsys.readouterr().out
+    assert received > 20  # two agent runs: a dozen spans each, plus scores, events, metrics
+    assert f"sent {received} records (2 traces) to {server.url}; 0 waiting" in out

@@ -91,15 +91,17 @@ def _error(message: str) -> None:
     ),
     arg(
         "--exporter",
-        choices=("console", "jsonl"),
+        choices=("console", "jsonl", "http"),
         default="console",
-        help="print trees to the terminal, or append JSON lines to a file (default: console)",
+        help="print trees to the terminal, append JSON lines to a file, or send to a server "
+        "(default: console)",
     ),
     arg(
         "--output",
         metavar="PATH",
         help="file for jsonl (default: $TRACERELAY_EXPORT_FILE or tracerelay-spans.jsonl)",
     ),
+    arg("--endpoint", help="server for http (default: $TRACERELAY_ENDPOINT or 127.0.0.1:4319)"),
 )
 def _demo(args: argparse.Namespace) -> int:
     import tracerelay
@@ -111,6 +113,11 @@ def _demo(args: argparse.Namespace) -> int:
             _error("--output needs --exporter jsonl.")
             return 2
         options["export_file"] = args.output
+    if args.endpoint is not None:
+        if args.exporter != "http":
+            _error("--endpoint needs --exporter http.")
+            return 2
+        options["endpoint"] = args.endpoint
     client = tracerelay.init(**options)
     try:
         run_demo(args.traces)
@@ -121,6 +128,12 @@ def _demo(args: argparse.Namespace) -> int:
         path = os.path.abspath(client.config.export_file)
         written = client.metrics()["items_processed"] - failed
         print(f"tracerelay: wrote {written} records ({args.traces} traces) to {path}")
+    if args.exporter == "http":
+        metrics = client.metrics()
+        print(
+            f"tracerelay: sent {metrics['items_processed']} records ({args.traces} traces) to "
+            f"{client.config.endpoint}; {metrics['items_spooled']} waiting in the spool"
+        )
     if failed or not flushed:
         _error(f"{failed} records could not be exported" if failed else "the final flush timed out")
         return 1
