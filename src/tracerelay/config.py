@@ -273,10 +273,15 @@ class Config:
     min_batch_size: int = _opt("int", 10, "Smallest adaptive batch.", "delivery", lo=1, hi=1000)
     max_batch_size: int = _opt("int", 500, "Largest adaptive batch.", "delivery", lo=1, hi=1000)
     max_queue_size: int = _opt(
-        "int", 100_000, "Records held in memory before overflow.", "delivery", lo=1, hi=10_000_000
+        "int", 20_000, "Records held in memory before overflow.", "delivery", lo=1, hi=10_000_000
     )
     max_queue_bytes: int = _opt(
-        "bytes", 64 * _MB, "Bytes held in memory before overflow.", "delivery", lo=_MB, hi=16 * _GB
+        "bytes",
+        16 * _MB,
+        "Encoded bytes waiting for the network before the oldest go to the spool.",
+        "delivery",
+        lo=_MB,
+        hi=16 * _GB,
     )
     shutdown_timeout: float = _opt(
         "float", 3.0, "Seconds the exit flush may take.", "delivery", lo=0, hi=600

@@ -51,6 +51,7 @@ __all__ = ["Sender"]
 
 _TRUNCATE_TO = 1024  # characters kept of each long text when one event is too large
 _IDLE_WAIT_S = 1.0
+_SPILL_CHUNK = 5000  # events per spool file while the breaker is open
 
 
 class Sender:
@@ -200,7 +201,9 @@ class Sender:
                     self._cond.wait(self._idle_wait())
                 if not self._queue and (self._closing or self._stop.is_set()):
                     return
-                size = self.batch_size.value
+                # While the breaker is open nothing can be sent: spill what is queued in
+                # large files (one fsync each), not batch by batch.
+                size = _SPILL_CHUNK if self._breaker_open() else self.batch_size.value
                 batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
                 self._queued_bytes -= sum(len(e.data) for e in batch)
                 self._in_flight += len(batch)
@@ -349,6 +352,11 @@ class Sender:
         elif outcome.action is Action.RETRY:
             self.counts["request_errors"] += 1
         return outcome, response
+
+    def _breaker_open(self) -> bool:
+        """True while the breaker is open and no probe is due yet."""
+        breaker = self.breaker
+        return breaker is not None and breaker.state == "open" and breaker.seconds_until_probe() > 0
 
     def _breaker_blocks(self) -> bool:
         """True while the breaker is open; when its probe is due, probe (and maybe close)."""
