@@ -288,3 +288,21 @@ def test_sigkill_under_disk_durability_loses_at_most_the_unprocessed_tail(
     missing = [i for i in range(last) if f"s{i}" not in names]
     assert missing == [], missing[:10]
     assert received and received[-1] >= last - 1
+
+
+def test_a_request_stuck_past_the_exit_deadline_keeps_its_batch(tmp_path: Path) -> None:
+    slow = Faults(rate_slow=1.0, slow_seconds=8.0)
+    with MockServer(faults=slow, seed=1) as server:
+        tracerelay.init(
+            exporter="http",
+            endpoint=server.url,
+            spool_dir=str(tmp_path),
+            shutdown_timeout=0.5,
+            **{**FAST, "timeout": 30.0},
+        )
+        make_traces(2, depth=1)
+        tracerelay.flush(timeout=0.3)  # the batch is now in flight, its reply 8 s away
+        started = time.monotonic()
+        tracerelay.shutdown()
+        assert time.monotonic() - started < 4
+        assert list(tmp_path.glob("*.batch"))  # the in-flight batch was kept on disk

@@ -52,6 +52,7 @@ __all__ = ["Sender"]
 _TRUNCATE_TO = 1024  # characters kept of each long text when one event is too large
 _IDLE_WAIT_S = 1.0
 _SPILL_CHUNK = 5000  # events per spool file while the breaker is open
+_STOP_GRACE_S = 1.0  # after the deadline, how long a send may take to notice the stop
 
 
 class Sender:
@@ -89,6 +90,7 @@ class Sender:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._replay_not_before = 0.0  # monotonic time; a failed replay waits a backoff
+        self._current: list[EncodedEvent] = []  # the new batch being sent right now
         self.counts: Counter[str] = Counter()
         self._rtt_total = 0.0
 
@@ -159,9 +161,12 @@ class Sender:
             thread.join(max(timeout, 0.0))
             if thread.is_alive():
                 self._stop.set()  # end waits and retries: what is left goes to the spool
-                thread.join(5.0)
+                thread.join(_STOP_GRACE_S)
         with self._cond:
-            rest = list(self._queue)
+            # A request still blocked on the socket past the deadline: keep its batch.
+            # Should the request complete after all, the server drops the repeat.
+            stuck = list(self._current) if thread is not None and thread.is_alive() else []
+            rest = stuck + list(self._queue)
             self._queue.clear()
             self._queued_bytes = 0
         if rest:
@@ -240,7 +245,11 @@ class Sender:
         return self._spooled_here()
 
     def _send_new(self, batch: list[EncodedEvent]) -> None:
-        self.deliver(batch, from_spool=False)
+        self._current = batch
+        try:
+            self.deliver(batch, from_spool=False)
+        finally:
+            self._current = []
 
     def _replay_one(self) -> None:
         """Replay spooled batches, oldest first, from one listing of the directory.
