@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/serialization.py
 	$(PY) bench/redaction.py
+	$(PY) bench/delivery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

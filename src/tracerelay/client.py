@@ -16,25 +16,11 @@ from tracerelay.export import Exporter
 from tracerelay.ids import new_event_id
 from tracerelay.pipeline import BackgroundPipeline, Pipeline, SyncPipeline
 from tracerelay.processing import Processor, build_processors
-from tracerelay.records import RawEvent, Record
+from tracerelay.records import EVENT_TYPES, RawEvent, Record
 from tracerelay.resource import detect_resource
 from tracerelay.tracer import Tracer
 
 __all__ = ["EVENT_TYPES", "Client"]
-
-EVENT_TYPES = frozenset(
-    {
-        "trace_create",
-        "trace_update",
-        "observation_create",
-        "observation_update",
-        "observation_complete",
-        "quality_score_create",
-        "quality_score_update",
-        "metric",
-        "event_create",
-    }
-)
 
 
 def _default_exporters(config: Config, resource: Mapping[str, Any]) -> list[Exporter]:

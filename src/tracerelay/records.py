@@ -12,7 +12,22 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Event", "MetricPoint", "RawEvent", "Record", "Score", "TraceUpdate"]
+__all__ = ["EVENT_TYPES", "Event", "MetricPoint", "RawEvent", "Record", "Score", "TraceUpdate"]
+
+EVENT_TYPES = frozenset(
+    {
+        "trace_create",
+        "trace_update",
+        "observation_create",
+        "observation_update",
+        "observation_complete",
+        "quality_score_create",
+        "quality_score_update",
+        "metric",
+        "event_create",
+    }
+)
+"""Every ``event_type`` of SPEC §2."""
 
 
 class Record:

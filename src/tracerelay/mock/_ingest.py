@@ -20,6 +20,7 @@ from typing import Any
 
 from tracerelay.ids import new_event_id
 from tracerelay.mock._faults import FAULT_KINDS
+from tracerelay.records import EVENT_TYPES
 
 __all__ = [
     "EVENT_TYPES",
@@ -33,19 +34,6 @@ __all__ = [
     "parse_json",
 ]
 
-EVENT_TYPES = frozenset(
-    {
-        "trace_create",
-        "trace_update",
-        "observation_create",
-        "observation_update",
-        "observation_complete",
-        "quality_score_create",
-        "quality_score_update",
-        "metric",
-        "event_create",
-    }
-)
 # A ULID: 26 Crockford base-32 digits, the first at most 7 (128 bits). Lowercase is
 # tolerated, as the ULID spec asks of decoders; ids are recorded uppercased.
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.IGNORECASE)
