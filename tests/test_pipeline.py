@@ -231,3 +231,26 @@ def test_span_fast_path_respects_a_subclass_override() -> None:
         pass
     assert tracerelay.flush(timeout=5)
     assert exporter.spans[0].attributes == {"tagged": True}
+
+
+def test_records_the_exit_deadline_cannot_reach_are_counted() -> None:
+    class Slow(InMemoryExporter):
+        def export(self, records: Sequence[Any]) -> ExportResult:
+            time.sleep(0.2)
+            return super().export(records)
+
+    exporter = Slow()
+    client = tracerelay.init(
+        exporters=[exporter], batch_max_size=1, batch_flush_interval=60, environ={}
+    )
+    for i in range(30):
+        with tracerelay.span(f"s{i}"):
+            pass
+    assert tracerelay.shutdown(timeout=0.5) is False
+    metrics = client.metrics()
+    exported = len(exporter.spans)
+    assert 0 < exported < 30
+    assert (
+        metrics["dropped_by_reason"]["shutdown_deadline"] == 30 - exported - metrics["queue_depth"]
+    )
+    assert metrics["items_created"] == 30

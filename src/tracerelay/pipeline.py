@@ -315,10 +315,20 @@ class BackgroundPipeline(Pipeline):
         return self._flush_exporters(deadline) and drained
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Flush within ``timeout``, stop the thread, shut the exporters down."""
+        """Flush within ``timeout``, stop the thread, shut the exporters down.
+
+        Records the flush could not reach before the deadline are counted as
+        dropped (``shutdown_deadline``): the process is exiting, and saying so is
+        the least owed. Raise ``shutdown_timeout`` if this count is not zero.
+        """
         done = super().shutdown(timeout)
         self._wake_at = 0  # every later submit goes through the refusing branch
         self._wake.set()
+        with self._export_lock:
+            left = len(self._queue)
+            self._queue.clear()
+        if left:
+            self._count_drop("shutdown_deadline", left)
         return done
 
     def abandon(self) -> None:
