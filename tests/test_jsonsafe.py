@@ -13,8 +13,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tracerelay.delivery.encoding import Encoder, encode_event
 from tracerelay.jsonsafe import safe_repr, to_jsonable, truncate_text
-from tracerelay.serialization import batch_body, dumps, loads
+from tracerelay.serialization import dumps, loads
 
 
 class Color(enum.Enum):
@@ -133,12 +134,13 @@ def test_batch_body_has_the_spec_envelope() -> None:
         def to_wire(self) -> dict[str, Any]:
             return {"name": "e"}
 
-    body = batch_body(
-        [Record()],
+    encoder = Encoder(
         {"service.name": "checkout"},
         environment="production",
         deduplication={"enabled": True, "ttl": 3600},
+        compression="none",
     )
+    body = loads(encoder.encode([encode_event(Record())]).body)
     assert body == {
         "events": [
             {

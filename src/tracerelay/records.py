@@ -9,7 +9,7 @@ clean, and ``to_wire()`` giving the event's payload.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["EVENT_TYPES", "Event", "MetricPoint", "RawEvent", "Record", "Score", "TraceUpdate"]
@@ -198,15 +198,3 @@ class RawEvent(Record):
         if self.attributes or "attributes" in self.payload:
             return {**self.payload, "attributes": self.attributes}
         return self.payload
-
-
-TRACE_FIELDS: Sequence[str] = (
-    "name",
-    "user_id",
-    "session_id",
-    "tags",
-    "metadata",
-    "release",
-    "environment",
-    "public",
-)

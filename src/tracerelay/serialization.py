@@ -8,14 +8,13 @@ dicts it encodes faster than msgspec's untyped encoder and the standard
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
 from tracerelay.jsonsafe import safe_repr, to_jsonable
 
-__all__ = ["batch_body", "dumps", "envelope", "loads"]
+__all__ = ["dumps", "envelope", "loads"]
 
 _RETRY_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -55,19 +54,3 @@ def envelope(record: Any) -> dict[str, Any]:
         "timestamp": record.timestamp,
         "payload": record.to_wire(),
     }
-
-
-def batch_body(
-    records: Iterable[Any],
-    resource: Mapping[str, Any],
-    *,
-    environment: str | None = None,
-    deduplication: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The body of ``POST /v1/telemetry/batch``: events plus the resource, sent once."""
-    body: dict[str, Any] = {"events": [envelope(r) for r in records], "resource": dict(resource)}
-    if environment is not None:
-        body["environment"] = environment
-    if deduplication is not None:
-        body["deduplication"] = dict(deduplication)
-    return body

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import tracerelay
+from tests.delivery.support import wait_for_delivery
 from tracerelay.mock import Faults, MockServer
 
 SPANS_PER_TRACE = 1 + 4 + 4 * 4  # root, 4 children, 4 grandchildren each
@@ -80,12 +81,6 @@ def check_everything_arrived(server: MockServer, traces: int) -> None:
     assert min(server.received.values()) >= 1
 
 
-def wait_for_delivery(deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not tracerelay.flush(timeout=2) and time.monotonic() < deadline:
-        pass
-
-
 def test_twenty_thousand_spans_through_thirty_percent_faults(tmp_path: Path) -> None:
     faults = Faults(
         rate_413=0.03,
@@ -104,7 +99,7 @@ def test_twenty_thousand_spans_through_thirty_percent_faults(tmp_path: Path) -> 
             exporter="http", endpoint=server.url, spool_dir=str(tmp_path), **OPTIONS
         )
         produce(traces)
-        wait_for_delivery(120)
+        wait_for_delivery(120, step_s=2)
         check_everything_arrived(server, traces)
         stats = server.stats()
         assert sum(stats["faults_injected"].values()) >= 0.2 * stats["requests_total"]
@@ -140,7 +135,7 @@ def test_a_ten_second_outage_mid_run_loses_nothing(tmp_path: Path) -> None:
             time.sleep(0.05)
         cut.join(timeout=30)
         assert server.port == port
-        wait_for_delivery(120)
+        wait_for_delivery(120, step_s=2)
         check_everything_arrived(server, traces)
         assert client_metrics()["items_dropped"] == 0
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import tracerelay
+from tests.delivery.support import spans_received, wait_for_delivery
 from tracerelay.mock import Faults, MockServer
 
 FAST = {
@@ -48,11 +49,6 @@ def make_traces(traces: int, depth: int = 3, fanout: int = 3) -> list[str]:
     for t in range(traces):
         node(1, f"t{t}")
     return made
-
-
-def spans_received(server: MockServer) -> list[dict[str, Any]]:
-    # The mock keeps the latest payload per event id; span payloads are those with a span_id.
-    return [p for p in server.events.values() if "span_id" in p and "start_time_unix_nano" in p]
 
 
 def assert_complete_trees(payloads: list[dict[str, Any]]) -> None:
@@ -131,9 +127,7 @@ def test_an_outage_spools_and_the_spool_replays_when_the_server_returns(
 
     revived = MockServer(port=port, seed=2).start()
     try:
-        deadline = time.monotonic() + 30
-        while not tracerelay.flush(timeout=1) and time.monotonic() < deadline:
-            pass
+        wait_for_delivery(30)
         assert sorted(p["name"] for p in spans_received(revived)) == sorted(made)
         assert not list(tmp_path.glob("*.batch"))
     finally:
@@ -277,9 +271,7 @@ def test_sigkill_under_disk_durability_loses_at_most_the_unprocessed_tail(
             spool_dir=str(tmp_path),
             **FAST,
         )
-        deadline = time.monotonic() + 30
-        while not tracerelay.flush(timeout=1) and time.monotonic() < deadline:
-            pass
+        wait_for_delivery(30)
         names = {p["name"] for p in spans_received(revived)}
     received = sorted(int(n[1:]) for n in names)
     # Stated bound: a SIGKILL loses only records the pipeline had not yet processed —
