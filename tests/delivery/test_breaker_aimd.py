@@ -128,3 +128,13 @@ def test_aimd_never_leaves_its_bounds(low: int, span: int, signals: list[float |
     for signal in signals:
         value = limit.backpressure() if signal is None else limit.success(signal)
         assert low <= value <= low + span
+
+
+def test_aimd_judges_round_trips_per_unit_of_work() -> None:
+    # A batch twice as large taking twice as long costs the same per event: keep growing.
+    limit = Aimd(minimum=10, maximum=1000, initial=100, step=50)
+    assert limit.success(0.010, work=100) == 150
+    assert limit.success(0.015, work=150) == 200
+    assert limit.success(0.020, work=200) == 250
+    # Each event suddenly costing ten times as much: the server is straining.
+    assert limit.success(0.500, work=250) == 125

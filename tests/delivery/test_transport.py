@@ -74,3 +74,31 @@ def test_a_refused_connection_raises_a_transport_error_and_health_is_false() -> 
         transport.post_batch(batch)
     assert transport.health() is False
     transport.close()
+
+
+def test_requests_carry_separate_timeouts_and_honour_the_endpoint_path() -> None:
+    seen: list[httpx.Request] = []
+    transport = HttpTransport(
+        "http://127.0.0.1:4319/tracerelay/", timeout=30.0, transport=recording_transport(seen)
+    )
+    transport.post_batch(Encoder({}).encode([EncodedEvent("x" * 26, b"{}")]))
+    (request,) = seen
+    assert request.url.path == "/tracerelay/v1/telemetry/batch"
+    timeouts = request.extensions["timeout"]
+    assert timeouts == {"connect": 5.0, "read": 30.0, "write": 30.0, "pool": 30.0}
+
+
+def test_proxy_variables_are_honoured_and_no_proxy_bypasses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tracerelay.delivery.transport import _proxy_for
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert _proxy_for("http://collector.internal:4319") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    assert _proxy_for("http://collector.internal:4319") == "http://proxy.internal:3128"
+    assert _proxy_for("https://collector.internal") is None  # no proxy for https set
+    monkeypatch.setenv("NO_PROXY", "collector.internal")
+    assert _proxy_for("http://collector.internal:4319") is None

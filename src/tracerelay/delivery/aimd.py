@@ -7,6 +7,12 @@ round-trip time is not above the recent average (by more than ``tolerance``),
 holds when the server is slowing down, and is cut by ``factor`` on
 backpressure: a 429/503, a timeout, or a round trip far above the average.
 The average is an exponentially weighted moving average of round-trip times.
+
+A round trip is compared per unit of work: for the batch size, per event
+(``success(rtt, work=len(batch))``), since a larger batch takes longer by
+itself; only a rise in the time each event costs says the server is
+straining. The sender reports only full batches to the batch-size limit: a
+batch cut short by an empty queue says nothing about the limit.
 """
 
 from __future__ import annotations
@@ -54,8 +60,10 @@ class Aimd:
         """The moving average of round-trip times, seconds (None before the first)."""
         return self._rtt
 
-    def success(self, rtt: float) -> int:
-        """Record a successful round trip of ``rtt`` seconds; returns the new limit."""
+    def success(self, rtt: float, work: float = 1.0) -> int:
+        """Record a successful round trip of ``rtt`` seconds for ``work`` units (events);
+        returns the new limit."""
+        rtt = rtt / work if work > 0 else rtt
         with self._lock:
             average = self._rtt
             self._rtt = rtt if average is None else average + self.weight * (rtt - average)

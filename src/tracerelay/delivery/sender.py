@@ -356,8 +356,8 @@ class Sender:
         rtt = time.monotonic() - started
         self._rtt_total += rtt
         outcome = classify(response.status_code, response.headers, now=self._clock())
-        if outcome.action is Action.DONE:
-            self.batch_size.success(rtt)
+        if outcome.action is Action.DONE and len(events) >= self.batch_size.value:
+            self.batch_size.success(rtt, len(events))
         elif outcome.action is Action.RETRY:
             self.counts["request_errors"] += 1
         return outcome, response

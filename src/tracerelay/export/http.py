@@ -60,8 +60,14 @@ class HttpExporter:
         self.spool = _open_spool(config)
         if config.adaptive_batching:
             initial = min(max(config.batch_max_size, config.min_batch_size), config.max_batch_size)
+            # Additive steps of 1/16 of the range: from the initial size to the largest
+            # within a few dozen full batches when a backlog builds.
+            step = max(1, (config.max_batch_size - config.min_batch_size) // 16)
             batch_size = Aimd(
-                minimum=config.min_batch_size, maximum=config.max_batch_size, initial=initial
+                minimum=config.min_batch_size,
+                maximum=config.max_batch_size,
+                initial=initial,
+                step=step,
             )
         else:
             batch_size = Aimd(minimum=config.batch_max_size, maximum=config.batch_max_size)
