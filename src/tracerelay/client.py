@@ -10,10 +10,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tracerelay._diagnostics import warn_once
 from tracerelay.config import Config, make_config
+from tracerelay.debuglog import configure_logging
 from tracerelay.errors import TracerelayError
 from tracerelay.export import Exporter
 from tracerelay.ids import new_event_id
+from tracerelay.overflow import Overflow
 from tracerelay.pipeline import BackgroundPipeline, Pipeline, SyncPipeline
 from tracerelay.processing import Processor, build_processors
 from tracerelay.records import EVENT_TYPES, RawEvent, Record
@@ -58,6 +61,7 @@ class Client:
     ) -> None:
         self.config = make_config(**options)
         config = self.config
+        configure_logging(config)
         self.resource = detect_resource(
             config.service,
             service_version=config.service_version,
@@ -79,6 +83,7 @@ class Client:
                 batch_size=config.batch_max_size,
                 flush_interval=config.batch_flush_interval,
                 instant=config.mode == "instant",
+                overflow=_overflow_for(self.exporters, config),
             )
         self.tracer = Tracer(
             self.pipeline.submit,
@@ -171,3 +176,22 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client service={self.config.service!r} exporters={self.exporters!r}>"
+
+
+def _overflow_for(exporters: Iterable[Exporter], config: Config) -> Overflow | None:
+    """An overflow file beside the first exporter's spool, if any has one."""
+    for exporter in exporters:
+        spool = getattr(exporter, "spool", None)
+        directory = getattr(spool, "directory", None)
+        if isinstance(directory, str):
+            try:
+                return Overflow(directory, max_bytes=config.spool_max_bytes)
+            except OSError as exc:
+                warn_once(
+                    "overflow-unavailable",
+                    "tracerelay: no overflow file in %s (%s); a queue beyond "
+                    "max_queue_size drops its oldest records, counted",
+                    directory,
+                    exc,
+                )
+    return None

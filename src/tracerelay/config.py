@@ -273,12 +273,12 @@ class Config:
     min_batch_size: int = _opt("int", 10, "Smallest adaptive batch.", "delivery", lo=1, hi=1000)
     max_batch_size: int = _opt("int", 500, "Largest adaptive batch.", "delivery", lo=1, hi=1000)
     max_queue_size: int = _opt(
-        "int", 100_000, "Records held in memory before overflow.", "delivery", lo=1, hi=10_000_000
+        "int", 20_000, "Records held in memory before overflow.", "delivery", lo=1, hi=10_000_000
     )
     max_queue_bytes: int = _opt(
         "bytes",
         16 * _MB,
-        "Encoded bytes waiting for the network before the oldest go to the spool.",
+        "Encoded bytes waiting for the network.",
         "delivery",
         lo=_MB,
         hi=16 * _GB,
@@ -374,6 +374,13 @@ class Config:
         "bytes", 1 * _MB, "Encoded size a span is cut down to.", "processing", lo=_KB, hi=64 * _MB
     )
     debug: bool = _opt("bool", False, "Log the SDK's own work to stderr.", "processing")
+    log_format: str = _opt(
+        "choice",
+        "text",
+        "Format of the `debug` log: `text` lines or `json`, one object per line.",
+        "processing",
+        choices=("text", "json"),
+    )
 
     environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 

@@ -5,8 +5,15 @@ check, no lock, no I/O. A daemon thread, started lazily on the first record,
 wakes every ``flush_interval`` seconds or as soon as a batch is full (in
 ``instant`` mode, as soon as anything is queued), takes what is queued in
 batches, gives each record its event id, runs the processors and hands the
-batch to every exporter. When the queue is full the oldest record is dropped
-and counted by reason: never silently.
+batch to every exporter.
+
+When records arrive faster than the thread processes them, the queue grows
+past ``max_queue_size``. With an ``Overflow`` (the client gives one whenever a
+spool is configured) the thread then parks the newest records raw on disk at
+~1 µs each and reads them back when the queue has room; the caller's queue is
+cut only at ``_HARD_CAP`` times ``max_queue_size``, should even parking fall
+behind. Without one, the oldest records beyond ``max_queue_size`` are dropped.
+Either way every loss is counted by reason: never silent.
 
 ``SyncPipeline`` does the same work inline in ``submit``; ``tracerelay.testing``
 uses it so a test sees each span the moment it ends.
@@ -27,12 +34,15 @@ from typing import Any
 from tracerelay._diagnostics import internal_error
 from tracerelay.export import Exporter, ExportResult
 from tracerelay.ids import new_event_ids
+from tracerelay.overflow import Overflow
 from tracerelay.spans import Span, resync_clock
 
 __all__ = ["BackgroundPipeline", "Pipeline", "SyncPipeline"]
 
 Processor = Callable[[Any], Any]
 _CLOCK_RESYNC_S = 60.0
+_HARD_CAP = 4  # with an overflow file, the queue may hold this many × max_queue_size
+_BACKLOG_WAIT_S = 0.005
 
 
 def _span_handler(processor: Processor) -> Processor:
@@ -82,12 +92,15 @@ class Pipeline:
         """Flush, then shut the exporters down; later records are dropped (counted)."""
         done = self.flush(timeout)
         self._closed = True
+        self._shutdown_exporters()
+        return done
+
+    def _shutdown_exporters(self) -> None:
         for exporter in self.exporters:
             try:
                 exporter.shutdown()
             except Exception as exc:
                 internal_error("exporter.shutdown", exc)
-        return done
 
     def stats(self) -> dict[str, Any]:
         """Counters: processed, exported batches, failed, dropped by reason, queued."""
@@ -201,10 +214,18 @@ class BackgroundPipeline(Pipeline):
         batch_size: int = 100,
         flush_interval: float = 5.0,
         instant: bool = False,
+        overflow: Overflow | None = None,
     ) -> None:
         super().__init__(processors, exporters)
         self._queue: deque[Any] = deque()
-        self._max_queue = max_queue_size
+        self._overflow = overflow
+        self._backlog_checks = [
+            check for e in self.exporters if callable(check := getattr(e, "backlogged", None))
+        ]
+        # Beyond ``_spill_at`` the thread parks records in the overflow file, down to
+        # half of it; the caller drops only beyond ``_max_queue``.
+        self._spill_at = max_queue_size
+        self._max_queue = max_queue_size * (_HARD_CAP if overflow is not None else 1)
         # In instant mode the thread is woken by every record; under load it finds
         # several queued and sends them together.
         self._normal_wake_at = min(1 if instant else batch_size, max_queue_size)
@@ -257,8 +278,15 @@ class BackgroundPipeline(Pipeline):
             self._wake.set()
 
     def queued(self) -> int:
-        """Records waiting in the queue."""
-        return len(self._queue)
+        """Records waiting: in the queue and parked in the overflow file."""
+        overflow = self._overflow
+        return len(self._queue) + (len(overflow) if overflow is not None else 0)
+
+    def stats(self) -> dict[str, Any]:
+        """``Pipeline.stats`` plus ``overflowed``: records parked on disk so far."""
+        stats = super().stats()
+        stats["overflowed"] = self._overflow.parked_total if self._overflow is not None else 0
+        return stats
 
     def _start(self) -> None:
         with self._thread_lock:
@@ -279,25 +307,61 @@ class BackgroundPipeline(Pipeline):
                     self._last_resync = now
                     resync_clock()
                 with self._export_lock:
-                    self._drain()
+                    self._drain(spill=True)
             except Exception as exc:
                 internal_error("pipeline.worker", exc)
             if self._closed and not self._queue:
                 return
 
-    def _drain(self, deadline: float | None = None) -> bool:
-        """Export queued records in batches; False if the deadline passed first."""
-        queue = self._queue
-        while queue:
+    def _drain(self, deadline: float | None = None, *, spill: bool = False) -> bool:
+        """Export queued records, then parked ones, in batches; False if the deadline
+        passed first. ``spill``: park what is beyond ``_spill_at`` (the thread does;
+        a flush, which wants everything processed now, does not)."""
+        queue, overflow = self._queue, self._overflow
+        while queue or overflow:
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            # Only this thread (under the export lock) takes from the queue, so the
-            # records counted here are there to pop.
-            popleft = queue.popleft
-            batch = [popleft() for _ in range(min(len(queue), self._batch_size))]
+            if spill and self._closed:
+                return False  # shutting down: the flush, not this thread, finishes up
+            if spill and overflow is not None and len(queue) > self._spill_at:
+                self._spill(overflow)
+            if self._backlogged():
+                # An exporter cannot take more yet (the network, or the spool, is slower
+                # than this thread): wait for it rather than encode records only for
+                # them to be spilled; meanwhile the queue spills raw, which is cheaper.
+                time.sleep(_BACKLOG_WAIT_S)
+                if self._abandoned:
+                    return False
+                continue
+            if queue:
+                # Only the holder of the export lock takes from the head of the queue,
+                # so the records counted here are there to pop.
+                popleft = queue.popleft
+                batch = [popleft() for _ in range(min(len(queue), self._batch_size))]
+            else:
+                assert overflow is not None
+                batch = overflow.take(self._batch_size)
             if batch:
                 self._export(batch)
         return True
+
+    def _backlogged(self) -> bool:
+        """True when an exporter says it holds more than it should take in now."""
+        return any(check() for check in self._backlog_checks)
+
+    def _spill(self, overflow: Overflow) -> None:
+        """Park the newest records in the overflow file until the queue is half of
+        ``_spill_at``; any it refuses (unpicklable, file full) are processed now."""
+        queue, parked = self._queue, []
+        try:
+            for _ in range(len(queue) - self._spill_at // 2):
+                parked.append(queue.pop())
+        except IndexError:
+            pass  # the caller's cap trimmed the queue meanwhile
+        parked.reverse()
+        refused = overflow.park(parked)
+        for start in range(0, len(refused), self._batch_size):
+            self._export(refused[start : start + self._batch_size])
 
     def flush(self, timeout: float | None = None) -> bool:
         """Drain the queue from the calling thread, within ``timeout`` seconds."""
@@ -321,12 +385,18 @@ class BackgroundPipeline(Pipeline):
         dropped (``shutdown_deadline``): the process is exiting, and saying so is
         the least owed. Raise ``shutdown_timeout`` if this count is not zero.
         """
-        done = super().shutdown(timeout)
+        done = self.flush(timeout)
+        self._closed = True  # the thread stops draining at its next batch
         self._wake_at = 0  # every later submit goes through the refusing branch
         self._wake.set()
         with self._export_lock:
-            left = len(self._queue)
+            # With the lock held the thread is not in the middle of an export, so no
+            # batch can reach an exporter after it has been shut down.
+            left = self.queued()
             self._queue.clear()
+            if self._overflow is not None:
+                self._overflow.close()
+            self._shutdown_exporters()
         if left:
             self._count_drop("shutdown_deadline", left)
         return done
@@ -338,3 +408,6 @@ class BackgroundPipeline(Pipeline):
         self._closed_reason = "forked"
         self._wake_at = 0
         self._queue.clear()
+        # The overflow file's descriptor is shared with the parent: never touch the
+        # file from here. The parent's records in it are the parent's to send.
+        self._overflow = None

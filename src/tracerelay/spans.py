@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
+from operator import attrgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -505,8 +506,33 @@ class Span(NonRecordingSpan):
             payload["trace_state"] = self.trace_state
         return payload
 
+    def state(self) -> tuple[Any, ...]:
+        """The span's fields as a tuple, to park it on disk (``tracerelay.overflow``)."""
+        return _state_of(self)
+
+    @classmethod
+    def from_state(cls, state: Sequence[Any]) -> Span:
+        """The span ``state()`` described, rebuilt (ended: no tracer, no context token)."""
+        span = cls.__new__(cls)
+        for set_field, value in zip(_STATE_SETTERS, state, strict=True):
+            set_field(span, value)
+        _SET_TRACER(span, None)
+        _SET_TOKEN(span, None)
+        return span
+
     @property
     def timestamp(self) -> float:
         """Unix seconds of the record: the end time, or the start while running."""
         end = self.end_time_unix_nano
         return (self.start_time_unix_nano if end is None else end) / 1e9
+
+
+# What ``Span.state`` holds: every field but the tracer and the context token, which
+# mean nothing once the span has ended. Set through the slots' descriptors directly.
+_STATE_FIELDS = tuple(
+    sorted({*Span.__slots__, *NonRecordingSpan.__slots__} - {"_tracer", "_token"})
+)
+_state_of = attrgetter(*_STATE_FIELDS)
+_STATE_SETTERS = tuple(getattr(Span, name).__set__ for name in _STATE_FIELDS)
+_SET_TRACER = vars(Span)["_tracer"].__set__
+_SET_TOKEN = vars(NonRecordingSpan)["_token"].__set__

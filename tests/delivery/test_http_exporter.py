@@ -298,3 +298,38 @@ def test_a_request_stuck_past_the_exit_deadline_keeps_its_batch(tmp_path: Path) 
         tracerelay.shutdown()
         assert time.monotonic() - started < 4
         assert list(tmp_path.glob("*.batch"))  # the in-flight batch was kept on disk
+
+
+def test_a_burst_faster_than_processing_while_the_server_is_down_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    server = MockServer(seed=3).start()
+    port = server.port
+    server.stop()
+    client = tracerelay.init(
+        exporter="http",
+        endpoint=f"http://127.0.0.1:{port}",
+        spool_dir=str(tmp_path),
+        max_queue_size=5_000,  # a small queue: the burst must go through the overflow file
+        **{**FAST, "failure_threshold": 2, "max_retries": 2},
+    )
+    burst = 30_000
+    for i in range(burst):
+        with tracerelay.span("step", attributes={"i": i}):
+            pass
+    stats = client.pipeline.stats()
+    assert stats["overflowed"] > 0  # parked raw on disk, not held in memory
+    deadline = time.monotonic() + 60
+    while client.metrics()["queue_depth"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    metrics = client.metrics()
+    assert metrics["items_dropped"] == 0 and metrics["items_spooled"] == burst
+
+    revived = MockServer(port=port, seed=4).start()
+    try:
+        wait_for_delivery(120)
+        received = spans_received(revived)
+        assert sorted(p["attributes"]["i"] for p in received) == list(range(burst))
+    finally:
+        tracerelay.shutdown()
+        revived.stop()

@@ -1,16 +1,20 @@
-"""The durable spool: round trip, the size bound, corrupt files, ownership across real processes.
+"""The durable spool: round trip, the file format, the size bound, corrupt files, ownership.
 
 Everything runs on real files in ``tmp_path``; the ownership tests start real
 Python processes that each hold a ``Spool`` in one directory, kill some with
-SIGKILL and let others adopt what they left.
+SIGKILL and let others adopt what they left. Files of the previous release's
+format (version 1) and damaged or hostile files are built byte by byte here,
+from the layout ``_spoolfile`` documents.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import queue
+import random
 import shutil
 import signal
 import struct
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,27 +31,64 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracerelay import TracerelayError
+from tracerelay.delivery import _spoolfile
+from tracerelay.delivery.encoding import EncodedEvent
 from tracerelay.delivery.spool import Spool, SpoolEntry, inspect_spool
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 BIG = 1 << 30
 
 
+def noise(size: int, seed: int) -> str:
+    """``size`` characters that do not compress (below 0.8), the same for the same seed."""
+    return base64.b64encode(random.Random(seed).randbytes(size)).decode()[:size]
+
+
 def events(count: int, tag: str = "e", blob: int = 0) -> list[dict[str, Any]]:
+    # The blob is noise so that ``blob`` sets the stored size, compression or not.
     return [
         {
             "event_id": f"{tag}-{i}",
             "event_type": "observation_create",
             "timestamp": 1700000000.5 + i,
-            "payload": {"name": "step", "blob": "x" * blob, "attributes": {"n": i}},
+            "payload": {"name": "step", "blob": noise(blob, i), "attributes": {"n": i}},
         }
         for i in range(count)
     ]
+
+
+def span_events(count: int, seed: int = 0) -> list[EncodedEvent]:
+    """Span envelopes as the exporter encodes them: ~400 bytes, random ids and timings."""
+    rng = random.Random(seed)
+    trace_id, out = rng.randbytes(16).hex(), []
+    for i in range(count):
+        event_id = "01J" + rng.randbytes(12).hex()[:23].upper()
+        start = 1_700_000_000_000_000_000 + i * 1_250_000 + rng.randrange(1000)
+        payload = {
+            "trace_id": trace_id,
+            "span_id": rng.randbytes(8).hex(),
+            "parent_span_id": rng.randbytes(8).hex(),
+            "name": "db.query",
+            "type": "tool",
+            "start_time_unix_nano": start,
+            "end_time_unix_nano": start + rng.randrange(10**6),
+            "status": "ok",
+            "attributes": {"db.system": "postgresql", "rows": rng.randrange(50)},
+        }
+        envelope = {
+            "event_id": event_id,
+            "event_type": "observation_create",
+            "timestamp": start / 1e9,
+            "payload": payload,
+        }
+        out.append(EncodedEvent(event_id, orjson.dumps(envelope)))
+    return out
 
 
 def batch_bytes(directory: Path | str) -> int:
@@ -152,6 +194,38 @@ def test_eviction_takes_the_oldest_files_of_any_owner(tmp_path: Path) -> None:
             assert spool.stats()["evicted_files"] == 1
 
 
+def test_a_batch_stored_after_a_newer_one_is_still_evicted_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches are compressed outside the lock: an older one may be stored second.
+    real_encode, entered, release = _spoolfile.encode, threading.Event(), threading.Event()
+
+    def encode(created_ns: int, batch: Any) -> bytes:
+        if batch.ids[0].startswith("old"):
+            entered.set()
+            release.wait(10)
+        return real_encode(created_ns, batch)
+
+    with Spool(tmp_path / "probe", max_bytes=BIG, fsync=False) as probe:
+        size = probe.write(events(2, "prb", blob=300), reason="r")
+        assert size is not None
+    monkeypatch.setattr("tracerelay.delivery.spool.encode", encode)
+    with Spool(tmp_path / "spool", max_bytes=size.size * 5 // 2, fsync=False) as spool:
+        older: list[SpoolEntry | None] = []
+        writer = threading.Thread(
+            target=lambda: older.append(spool.write(events(2, "old", blob=300), reason="r"))
+        )
+        writer.start()
+        assert entered.wait(10)
+        newer = spool.write(events(2, "new", blob=300), reason="r")
+        release.set()
+        writer.join(10)
+        assert newer and older[0] and older[0].created_ns < newer.created_ns
+        assert spool.entries() == [older[0], newer]
+        newest = spool.write(events(2, "far", blob=300), reason="r")
+        assert spool.entries() == [newer, newest]
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -181,12 +255,232 @@ def test_the_directory_never_exceeds_max_bytes_after_a_write(
         assert stats["events"] + stats["evicted_events"] == total_events
 
 
+# --- the file format ----------------------------------------------------------------------
+
+V1_HEAD = "<4sHHQII"  # magic, version 1, reserved 0, created_ns, events, payload length
+V2_HEAD = "<4sHHQIII"  # magic, version 2, flags, created_ns, events, stored length, raw length
+
+
+def version_1_file(
+    events: list[dict[str, Any]],
+    *,
+    created_ns: int,
+    reason: str = "r",
+    attempts: int = 0,
+    meta: dict[str, Any] | None = None,
+    raw_events: list[bytes] | None = None,
+) -> bytes:
+    """A batch file as the previous release wrote it (format version 1), byte for byte."""
+    # Its encoder, inlined: orjson of the fields, or the encoded events spliced in.
+    fields = {"reason": reason, "attempts": attempts, "created": created_ns / 1e9}
+    fields["meta"] = meta or {}
+    if raw_events is None:
+        payload, count = orjson.dumps({"events": events, **fields}), len(events)
+    else:
+        payload = b'{"events":[' + b",".join(raw_events) + b"]," + orjson.dumps(fields)[1:]
+        count = len(raw_events)
+    head = struct.pack(V1_HEAD, b"TRSP", 1, 0, created_ns, count, len(payload))
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def version_2_file(
+    payload: bytes,
+    count: int,
+    *,
+    flags: int = 1,
+    stored: bytes | None = None,
+    raw_length: int | None = None,
+) -> bytes:
+    """A version-2 file around any payload, checksum valid; by default compressed, lengths true."""
+    if stored is None:
+        stored = zlib.compress(payload, 9) if flags & 1 else payload
+    raw_length = len(payload) if raw_length is None else raw_length
+    head = struct.pack(V2_HEAD, b"TRSP", 2, flags, time.time_ns(), count, len(stored), raw_length)
+    return head + struct.pack("<I", zlib.crc32(stored, zlib.crc32(head))) + stored
+
+
+def first_line(ids: list[str]) -> bytes:
+    return orjson.dumps({"reason": "r", "attempts": 0, "created": 1.0, "meta": {}, "ids": ids})
+
+
+def header(path: str) -> tuple[Any, ...]:
+    return struct.unpack_from(V2_HEAD, Path(path).read_bytes())
+
+
+def test_encoded_events_come_back_byte_for_byte_with_their_ids(tmp_path: Path) -> None:
+    # Valid JSON that orjson would write differently: re-encoding anywhere would show.
+    written = [
+        EncodedEvent("01JA", b'{"event_id": "01JA",  "n": 1.50, "s": "caf\\u00e9"}'),
+        EncodedEvent("id with spaces/\u00e9", '{"event_id":"x", "s":"raw é"}'.encode()),
+        EncodedEvent("", b'{"nested": {"text": "line\\nbreak"}}'),
+    ]
+    assert all(orjson.dumps(orjson.loads(e.data)) != e.data for e in written)
+    with Spool(tmp_path, max_bytes=BIG, fsync=False) as spool:
+        entry = spool.write_encoded(written, reason="breaker_open", attempts=2, meta={"k": "x"})
+        assert entry is not None and entry.event_count == 3
+        batch = spool.read(entry)
+        assert batch is not None
+        assert batch.encoded() == written
+        assert list(batch.data) == [e.data for e in written]
+        assert list(batch.ids) == [e.event_id for e in written]
+        assert (batch.count, batch.reason, batch.attempts, batch.meta) == (
+            3,
+            "breaker_open",
+            2,
+            {"k": "x"},
+        )
+        assert batch.events == [orjson.loads(e.data) for e in written]  # parsed on demand
+        updated = spool.update_attempts(entry, 3)
+        assert updated is not None
+        again = spool.read(updated)
+        assert again is not None and (again.encoded(), again.attempts) == (written, 3)
+
+
+def test_a_raw_newline_in_an_event_is_stored_as_the_space_it_means(tmp_path: Path) -> None:
+    # orjson never writes one; pretty-printed JSON from elsewhere has them between tokens.
+    pretty = EncodedEvent("p", b'{\n  "event_id": "p",\n  "n": 1\n}')
+    with Spool(tmp_path, max_bytes=BIG, fsync=False) as spool:
+        entry = spool.write_encoded([pretty, EncodedEvent("q", b"{}")], reason="r")
+        assert entry is not None
+        batch = spool.read(entry)
+        assert batch is not None
+        assert list(batch.data) == [b'{   "event_id": "p",   "n": 1 }', b"{}"]
+        assert batch.events == [{"event_id": "p", "n": 1}, {}]
+
+
+def test_span_batches_are_stored_compressed_at_well_under_half_their_size(tmp_path: Path) -> None:
+    spans = span_events(1000)
+    raw = sum(len(e.data) for e in spans)
+    with Spool(tmp_path, max_bytes=BIG, fsync=False) as spool:
+        entry = spool.write_encoded(spans, reason="breaker_open")
+        assert entry is not None
+        magic, version, flags, _, count, stored, length = header(entry.path)
+        assert (magic, version, flags, count) == (b"TRSP", 2, 1, 1000)
+        assert stored + 32 == entry.size and length > raw
+        # Random ids and timings are most of what is left: 0.21 of raw at level 1.
+        assert entry.size < 0.3 * raw
+        batch = spool.read(entry)
+        assert batch is not None and batch.encoded() == spans
+
+
+def test_a_batch_that_does_not_shrink_is_stored_uncompressed(tmp_path: Path) -> None:
+    with Spool(tmp_path, max_bytes=BIG, fsync=False) as spool:
+        entry = spool.write_encoded([EncodedEvent("a", b"{}")], reason="r")
+        empty = spool.write([], reason="r")
+        assert entry and empty
+        for written in (entry, empty):
+            _, version, flags, _, _, stored, length = header(written.path)
+            assert (version, flags, stored) == (2, 0, length)
+        one, none = spool.read(entry), spool.read(empty)
+        assert one is not None and one.encoded() == [EncodedEvent("a", b"{}")]
+        assert none is not None and (none.count, none.events) == (0, [])
+
+
+def test_a_file_built_from_the_documented_layout_is_read(tmp_path: Path) -> None:
+    # So that the damaged variants below fail for what was damaged, not for the layout.
+    for flags in (0, 1):
+        with Spool(tmp_path / str(flags), max_bytes=BIG, fsync=False) as spool:
+            entry = spool.write(events(1), reason="r")
+            assert entry is not None
+            payload = first_line(["a", "b"]) + b'\n{"event_id":"a"}\n{}'
+            Path(entry.path).write_bytes(version_2_file(payload, 2, flags=flags))
+            batch = spool.read(entry)
+            assert batch is not None
+            assert batch.encoded() == [
+                EncodedEvent("a", b'{"event_id":"a"}'),
+                EncodedEvent("b", b"{}"),
+            ]
+            assert (batch.reason, batch.attempts, batch.created, batch.meta) == ("r", 0, 1.0, {})
+
+
+def test_version_1_files_of_the_previous_release_are_read_adopted_and_rewritten_as_2(
+    tmp_path: Path,
+) -> None:
+    plain, spans = events(3, "old"), span_events(2)
+    created = time.time_ns() - 10**9
+    (tmp_path / f"{created:020d}-previous-1-3.batch").write_bytes(
+        version_1_file(plain, created_ns=created, reason="breaker_open", attempts=2, meta={"k": 1})
+    )
+    (tmp_path / f"{created + 1:020d}-previous-2-2.batch").write_bytes(
+        version_1_file([], created_ns=created + 1, raw_events=[e.data for e in spans])
+    )
+    # A whole batch never renamed: its writer died between the fsync and the rename.
+    temp = version_1_file(events(1, "temp"), created_ns=created + 2)
+    (tmp_path / ".previous.3.tmp").write_bytes(temp)
+    with Spool(tmp_path, max_bytes=BIG, fsync=False) as spool:
+        assert spool.adopt_orphans() == 3
+        first, second, third = spool.entries()
+        assert [e.event_count for e in (first, second, third)] == [3, 2, 1]
+        old = spool.read(first)
+        assert old is not None
+        assert old.events == plain
+        assert old.encoded() == [EncodedEvent(e["event_id"], orjson.dumps(e)) for e in plain]
+        assert (old.reason, old.attempts, old.created, old.meta) == (
+            "breaker_open",
+            2,
+            created / 1e9,
+            {"k": 1},
+        )
+        spliced = spool.read(second)
+        assert spliced is not None and spliced.encoded() == spans
+        recovered = spool.read(third)
+        assert recovered is not None and recovered.events == events(1, "temp")
+
+        updated = spool.update_attempts(first, 3)
+        assert updated is not None and header(updated.path)[1] == 2
+        rewritten = spool.read(updated)
+        assert rewritten is not None
+        assert (rewritten.encoded(), rewritten.attempts) == (old.encoded(), 3)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch=st.lists(
+        st.tuples(st.text(), st.dictionaries(st.text(), json_values, max_size=5)), max_size=12
+    ),
+    reason=st.text(),
+    attempts=st.integers(0, 2**31),
+    meta=st.dictionaries(st.text(), json_values, max_size=3),
+)
+def test_any_encoded_batch_round_trips_exactly(
+    tmp_path: Path,
+    batch: list[tuple[str, dict[str, Any]]],
+    reason: str,
+    attempts: int,
+    meta: dict[str, Any],
+) -> None:
+    written = [EncodedEvent(event_id, orjson.dumps(event)) for event_id, event in batch]
+    with (
+        tempfile.TemporaryDirectory(dir=tmp_path) as directory,
+        Spool(directory, max_bytes=BIG, fsync=False) as spool,
+    ):
+        entry = spool.write_encoded(written, reason=reason, attempts=attempts, meta=meta)
+        assert entry is not None and entry.event_count == len(written)
+        stored = spool.read(entry)
+        assert stored is not None
+        assert stored.encoded() == written
+        assert (stored.reason, stored.attempts, stored.meta) == (reason, attempts, meta)
+
+
 # --- damaged files -----------------------------------------------------------------------
 
 
 def _crafted(payload: bytes, count: int) -> bytes:
-    # The documented layout, built by hand: a valid header and checksum around any payload.
-    head = struct.pack("<4sHHQII", b"TRSP", 1, 0, time.time_ns(), count, len(payload))
+    # Format version 1, built by hand: a valid header and checksum around any payload.
+    head = struct.pack(V1_HEAD, b"TRSP", 1, 0, time.time_ns(), count, len(payload))
     return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
@@ -202,6 +496,16 @@ def _flip_header(data: bytes) -> bytes:
     return data[:16] + bytes([data[16] ^ 0x04]) + data[17:]  # the event count
 
 
+def _flip_compressed_rechecksummed(data: bytes) -> bytes:
+    # Damage the checksum cannot see (it was recomputed): only inflating can find it.
+    assert struct.unpack_from(V2_HEAD, data)[2] == 1, "the batch was stored compressed"
+    head, stored = data[:28], _flip_payload(data)[32:]
+    return head + struct.pack("<I", zlib.crc32(stored, zlib.crc32(head))) + stored
+
+
+_ONE = first_line(["a"]) + b'\n{"event_id":"a"}'
+
+
 DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "truncated": _truncate,
     "flipped payload byte": _flip_payload,
@@ -211,6 +515,22 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "wrong version": lambda data: data[:4] + b"\x09" + data[5:],
     "checksummed non-JSON": lambda data: _crafted(b"{not json", 2),
     "checksummed wrong shape": lambda data: _crafted(b'{"events": 3}', 2),
+    "flipped compressed byte, checksum redone": _flip_compressed_rechecksummed,
+    "v2 first line not JSON": lambda data: version_2_file(b"{not json\n{}", 1),
+    "v2 first line missing ids": lambda data: version_2_file(b'{"reason": "r"}\n{}', 1),
+    "v2 ids not a list": lambda data: version_2_file(_ONE.replace(b'"ids":["a"]', b'"ids":"a"'), 1),
+    "v2 fewer events than ids": lambda data: version_2_file(_ONE, 2),
+    "v2 more events than declared": lambda data: version_2_file(_ONE + b"\n{}", 1),
+    "v2 unknown flag": lambda data: version_2_file(_ONE, 1, flags=2),
+    "v2 says compressed, is not": lambda data: version_2_file(_ONE, 1, stored=_ONE),
+    "v2 junk after the stream": lambda data: version_2_file(
+        _ONE, 1, stored=zlib.compress(_ONE) + b"junk"
+    ),
+    "v2 declared length too long": lambda data: version_2_file(_ONE, 1, raw_length=len(_ONE) + 9),
+    "v2 declared length zero": lambda data: version_2_file(_ONE, 1, raw_length=0),
+    "v2 uncompressed, lengths differ": lambda data: version_2_file(
+        _ONE, 1, flags=0, raw_length=len(_ONE) + 1
+    ),
 }
 
 
@@ -233,6 +553,35 @@ def test_a_damaged_file_is_set_aside_with_a_warning_and_the_rest_still_read(
         read_first, read_last = spool.read(first), spool.read(last)
         assert read_first and read_first.events == events(2, "a")
         assert read_last and read_last.events == events(2, "c")
+
+
+def test_a_payload_inflating_past_its_declared_length_is_refused_without_inflating_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    line = first_line(["a"]) + b"\n"
+    bomb = line + b"{" + b" " * (64 << 20) + b"}"  # one valid event: 64 MiB of whitespace
+    stored = zlib.compress(bomb, 9)
+    hostile = [
+        # Declares the size of a small batch: inflating stops there.
+        version_2_file(bomb, 1, stored=stored, raw_length=len(line) + 2),
+        # Declares more than deflate can produce from what is stored: refused unread.
+        version_2_file(bomb, 1, stored=stored, raw_length=0xFFFF_FFFF),
+    ]
+    with Spool(tmp_path, max_bytes=BIG, fsync=False) as spool:
+        entries = [spool.write(events(1), reason="r") for _ in hostile]
+        for entry, data in zip(entries, hostile, strict=True):
+            assert entry is not None
+            Path(entry.path).write_bytes(data)
+        tracemalloc.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="tracerelay"):
+                assert [spool.read(e) for e in entries if e] == [None, None]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert spool.stats()["corrupt"] == 2
+    assert peak < 2 << 20, peak  # a few times the 65 KB file, not the 64 MiB it inflates to
+    assert any("is corrupt" in m and "moved to corrupt/" in m for m in warnings_of(caplog))
 
 
 def test_a_file_with_a_foreign_name_is_set_aside_and_other_files_left_alone(
@@ -385,8 +734,9 @@ for i in range(count):
     spool.write([{"event_id": f"{spool.owner}/{i}/{j}"} for j in range(3)], reason="test")
 
 
-def say(value):
-    print(json.dumps(value), flush=True)
+def say(value):  # one write: a forked copy may be saying something too (and -u splits print)
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
 
 
 def names():

@@ -87,6 +87,7 @@ class Sender:
         self._in_flight = 0
         self._cond = threading.Condition()
         self._stop = threading.Event()  # set at the shutdown deadline: waits end at once
+        self._pausing = False  # waiting before a retry
         self._closing = False
         self._thread: threading.Thread | None = None
         self._replay_not_before = 0.0  # monotonic time; a failed replay waits a backoff
@@ -114,14 +115,23 @@ class Sender:
             else:
                 self._queue.extend(events)
                 self._queued_bytes += sum(len(e.data) for e in events)
-                while self._queued_bytes > self.max_queue_bytes and len(self._queue) > 1:
-                    oldest = self._queue.popleft()
-                    self._queued_bytes -= len(oldest.data)
-                    spill.append(oldest)
+                # Past max_queue_bytes the sender thread spills the oldest in large files
+                # (see ``_run``). Only if it cannot (stuck in a request) and the
+                # queue reaches twice the bound does this thread spill, to keep memory
+                # bounded: one file down to the bound, not one per batch.
+                bound = self._bound()
+                if self._queued_bytes > 2 * bound:
+                    spill = self._pop_oldest(self._queued_bytes - bound)
                 self._cond.notify()
             self._start_thread()
-        if spill:
-            self._to_spool(spill, "queue_full" if not self._closing else "shutdown")
+        for start in range(0, len(spill), _SPILL_CHUNK):
+            chunk = spill[start : start + _SPILL_CHUNK]
+            self._to_spool(chunk, "queue_full" if not self._closing else "shutdown")
+
+    def backlogged(self) -> bool:
+        """True while more encoded bytes wait than the queue's bound: the pipeline then
+        holds back, parking raw records instead of encoding more for this queue."""
+        return self._queued_bytes > self._bound()
 
     def start(self) -> None:
         """Start sending now, without waiting for a first batch: replays what was spooled."""
@@ -161,6 +171,8 @@ class Sender:
             thread.join(max(timeout, 0.0))
             if thread.is_alive():
                 self._stop.set()  # end waits and retries: what is left goes to the spool
+                with self._cond:
+                    self._cond.notify_all()
                 thread.join(_STOP_GRACE_S)
         with self._cond:
             # A request still blocked on the socket past the deadline: keep its batch.
@@ -226,6 +238,33 @@ class Sender:
                     self._in_flight -= len(batch)
                     self._cond.notify_all()
 
+    def _bound(self) -> int:
+        """``max_queue_bytes``; a quarter of it while nothing can be sent (backing off,
+        or the breaker open): there is no reason to hold much in memory then."""
+        if self._pausing or self._breaker_open():
+            return self.max_queue_bytes // 4
+        return self.max_queue_bytes
+
+    def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before a retry; True if stopped meanwhile. While it
+        waits the queue's bound is lower (``_bound``): the pipeline holds back."""
+        self._pausing = True
+        try:
+            return self._stop.wait(delay)
+        finally:
+            self._pausing = False
+
+    def _pop_oldest(self, nbytes: int) -> list[EncodedEvent]:
+        """Take the oldest queued events holding at least ``nbytes`` (condition held)."""
+        taken: list[EncodedEvent] = []
+        queue, freed = self._queue, 0
+        while freed < nbytes and len(queue) > 1:
+            event = queue.popleft()
+            freed += len(event.data)
+            taken.append(event)
+        self._queued_bytes -= freed
+        return taken
+
     def _idle_wait(self) -> float:
         wait = _IDLE_WAIT_S
         if self.breaker is not None and not self.breaker.allows_requests():
@@ -265,7 +304,7 @@ class Sender:
             stored = self.spool.read(entry)
             if stored is None:  # corrupt: the spool set it aside and warned
                 continue
-            events = [EncodedEvent(str(e.get("event_id")), dumps(e)) for e in stored.events]
+            events = stored.encoded()
             if not self.deliver(events, from_spool=True):
                 self.spool.update_attempts(entry, stored.attempts + 1)
                 with self._cond:
@@ -339,7 +378,7 @@ class Sender:
             attempt += 1
             if attempt > self.max_retries:
                 return events
-            if self._stop.wait(self.backoff.delay(attempt - 1, outcome.retry_after)):
+            if self._pause(self.backoff.delay(attempt - 1, outcome.retry_after)):
                 return events
         return []
 
@@ -417,9 +456,7 @@ class Sender:
         self._to_spool(events, reason)
 
     def _to_spool(self, events: list[EncodedEvent], reason: str) -> None:
-        if self.spool is not None and self.spool.write_encoded(
-            [e.data for e in events], reason=reason
-        ):
+        if self.spool is not None and self.spool.write_encoded(events, reason=reason):
             self.counts["spooled"] += len(events)
             return
         self.counts["dropped"] += len(events)

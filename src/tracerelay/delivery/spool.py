@@ -16,7 +16,10 @@ The directory (created ``0700``; local file systems only, as liveness rests on `
   fsynced and renamed, so a ``.batch`` name always holds a whole file.
 - ``corrupt/``: files that failed their checks, set aside (the newest 100 kept).
 
-A batch file is a checksummed header and the orjson payload (see ``_spoolfile``).
+A batch file is a checksummed header and a zlib-compressed payload: the events'
+JSON bytes as the exporter encoded them, with their ids, so a replay sends them
+without parsing or re-encoding any (see ``_spoolfile``, which also reads the
+previous release's uncompressed files).
 
 The guarantee: every batch file is named for exactly one owner, and only that
 owner reads, rewrites or removes it, so no batch is delivered by two live
@@ -57,6 +60,7 @@ from tracerelay.delivery._spoolfile import (
     TEMP,
     Corrupt,
     SpoolBatch,
+    TooLarge,
     close_fds,
     decode,
     encode,
@@ -66,7 +70,9 @@ from tracerelay.delivery._spoolfile import (
     try_lock,
     unlink,
 )
+from tracerelay.delivery.encoding import EncodedEvent
 from tracerelay.errors import TracerelayError
+from tracerelay.serialization import dumps
 
 __all__ = ["Spool", "SpoolBatch", "SpoolEntry", "inspect_spool"]
 
@@ -184,45 +190,60 @@ class Spool:
         evicted), or the spool is closed. After a write, the oldest files of any
         owner are evicted until the directory fits ``max_bytes``; with several
         writers, each keeps the bound on its view of the directory, re-read at
-        least once a second.
+        least once a second. Each envelope's ``event_id`` is its id in ``encoded()``.
         """
         plain = [e if type(e) is dict else dict(e) for e in events]
-        return self._write(plain, None, reason, attempts, meta)
+        ids = [str(e.get("event_id")) for e in plain]
+        return self._write(ids, [dumps(e) for e in plain], reason, attempts, meta)
 
     def write_encoded(
         self,
-        events: Sequence[bytes],
+        events: Sequence[EncodedEvent],
         *,
         reason: str,
         attempts: int = 0,
         meta: Mapping[str, Any] | None = None,
     ) -> SpoolEntry | None:
-        """``write`` for events already encoded as JSON objects: stored without re-encoding."""
-        return self._write([], list(events), reason, attempts, meta)
+        """``write`` for events already encoded: their bytes and ids stored as they are.
+
+        ``read(entry).encoded()`` gives back the same ids and byte-identical data.
+        """
+        ids = [e.event_id for e in events]
+        return self._write(ids, [e.data for e in events], reason, attempts, meta)
 
     def _write(
         self,
-        plain: list[dict[str, Any]],
-        raw: list[bytes] | None,
+        ids: list[str],
+        raw: list[bytes],
         reason: str,
         attempts: int,
         meta: Mapping[str, Any] | None,
     ) -> SpoolEntry | None:
-        count = len(plain) if raw is None else len(raw)
+        count = len(raw)
+        with self._lock:
+            created_ns = self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        # Compressing a large batch takes milliseconds: not while holding the lock.
+        batch = SpoolBatch(ids, raw, reason, attempts, created_ns / 1e9, dict(meta or {}))
+        try:
+            data: bytes | None = encode(created_ns, batch)
+        except TooLarge:
+            data = None
         with self._lock:
             if self._closed:
                 return None
-            created_ns = self._last_ns = max(time.time_ns(), self._last_ns + 1)
-            batch = SpoolBatch(plain, reason, attempts, created_ns / 1e9, dict(meta or {}))
-            data = encode(created_ns, batch, raw)
-            if len(data) > self.max_bytes:
+            if data is None or len(data) > self.max_bytes:
                 self._counts["evicted_files"] += 1
                 self._counts["evicted_events"] += count
-                self._warn("big", "a batch of %d bytes is over max_bytes, dropped", len(data))
+                size = sum(map(len, raw)) if data is None else len(data)
+                self._warn("big", "a batch of %d bytes is over max_bytes, dropped", size)
                 return None
             name = self._new_name(created_ns, count)
             if not self._store(name, data):
                 return None
+            if self._index and name < next(reversed(self._index)):
+                # A later batch, encoded on another thread, was stored first: the index
+                # must stay oldest first for eviction, so the bound check re-reads it.
+                self._scanned_at = -math.inf
             self._index[name] = (len(data), count)
             self._index_bytes += len(data)
             self._enforce_bound()
@@ -260,7 +281,10 @@ class Spool:
             if batch is None:
                 return None
             name = os.path.basename(entry.path)
-            data = encode(entry.created_ns, replace(batch, attempts=attempts))
+            try:
+                data = encode(entry.created_ns, replace(batch, attempts=attempts))
+            except TooLarge:  # only a version-1 file near 4 GiB could grow past the limit
+                return None
             if not self._store(name, data):
                 return None
             if name in self._index:
@@ -510,7 +534,7 @@ class Spool:
         try:
             with open(path, "rb") as file:
                 created_ns, batch = decode(file.read())
-            os.rename(path, self._path(self._new_name(created_ns, len(batch.events))))
+            os.rename(path, self._path(self._new_name(created_ns, batch.count)))
             return 1
         except Corrupt:
             unlink(path)  # torn mid-write: its writer never reported the batch as spooled

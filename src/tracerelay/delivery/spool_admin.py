@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracerelay.delivery.aimd import Aimd
-from tracerelay.delivery.encoding import EncodedEvent, Encoder
+from tracerelay.delivery.encoding import Encoder
 from tracerelay.delivery.policy import Backoff
 from tracerelay.delivery.sender import Sender
 from tracerelay.delivery.spool import Spool, inspect_spool
 from tracerelay.delivery.transport import HttpTransport
-from tracerelay.serialization import dumps
 
 __all__ = ["ReplayResult", "purge", "replay"]
 
@@ -70,7 +69,7 @@ def replay(
                 batch = spool.read(entry)
                 if batch is None:  # corrupt: set aside by the spool, with a warning
                     continue
-                events = [EncodedEvent(str(e.get("event_id")), dumps(e)) for e in batch.events]
+                events = batch.encoded()
                 if not sender.deliver(events, from_spool=True):
                     break
                 spool.remove(entry)

@@ -125,6 +125,10 @@ class HttpExporter:
         self.sender.enqueue(events)
         return ExportResult.SUCCESS if len(events) == len(records) else ExportResult.FAILURE
 
+    def backlogged(self) -> bool:
+        """True while the sender holds more than it should take in (see the pipeline)."""
+        return self.sender.backlogged()
+
     def force_flush(self, timeout: float | None = None) -> bool:
         """True once everything exported so far, spool included, reached the server."""
         return self.sender.flush(timeout)
