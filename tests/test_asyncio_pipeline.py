@@ -84,6 +84,21 @@ def test_what_is_queued_when_the_loop_ends_is_exported_on_the_way_out() -> None:
     assert len(exporter.spans) == 30
 
 
+def test_start_drains_a_backlog_recorded_before_the_loop_ran() -> None:
+    exporter = InMemoryExporter()
+    client = tracerelay.init(
+        asyncio=True, exporters=[exporter], batch_flush_interval=60, environ={}
+    )
+    make_spans(150)  # at import time, say: no loop yet, the records wait
+
+    async def main() -> int:
+        await client.start()
+        await asyncio.sleep(0.05)  # no flush, and the interval is a minute away
+        return len(exporter.spans)
+
+    assert asyncio.run(main()) == 150
+
+
 @pytest.mark.parametrize("first_loop_ends", ["asyncio.run", "close without cancelling"])
 def test_a_later_loop_takes_over_after_the_first_one_closed(
     first_loop_ends: str, caplog: pytest.LogCaptureFixture

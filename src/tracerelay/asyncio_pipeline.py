@@ -7,7 +7,8 @@ What differs is who drains the queue:
 
 - a task on the event loop instead of a thread, started lazily by the first
   record submitted while a loop runs in the submitting thread (or by
-  ``start()``, which ``AsyncClient.start()`` and ``async with`` call);
+  ``start()``, which ``AsyncClient.start()`` and ``async with`` call); a
+  backlog of a batch or more, queued before, is drained as it starts;
 - waking it: where ``BackgroundPipeline`` sets a ``threading.Event``, this sets
   an ``asyncio.Event`` through ``loop.call_soon_threadsafe`` — still only when
   the wake threshold is crossed, so records from other threads are drained too;
@@ -104,6 +105,8 @@ class AsyncioPipeline(BackgroundPipeline):
             if self._task_alive() or self._closed or self._abandoned:
                 return
             event = asyncio.Event()
+            if len(self._queue) >= self._normal_wake_at:
+                event.set()  # a backlog from before the loop ran: drain it now
             self._signal.target = (loop, event)
             self._signalled = False
             # An empty context: the task must not run inside the span whose end started it.
