@@ -7,6 +7,7 @@ import inspect
 import tracerelay
 
 EXPECTED = {
+    "AsyncClient",
     "AuthError",
     "Client",
     "Config",

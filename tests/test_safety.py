@@ -138,9 +138,12 @@ class PidFile:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
-def test_forked_child_starts_clean(tmp_path: Path) -> None:
+@pytest.mark.parametrize("use_asyncio", [False, True], ids=["Client", "AsyncClient"])
+def test_forked_child_starts_clean(tmp_path: Path, use_asyncio: bool) -> None:
     out = tmp_path / "spans.jsonl"
-    tracerelay.init(exporters=[PidFile(out)], batch_flush_interval=60, environ={})
+    tracerelay.init(
+        asyncio=use_asyncio, exporters=[PidFile(out)], batch_flush_interval=60, environ={}
+    )
     with tracerelay.span("queued before fork"):
         pass
     open_span = tracerelay.span("open across fork")

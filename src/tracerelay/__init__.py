@@ -13,8 +13,11 @@ Quick start::
         s.set_attribute("rows", 10)
 
 Without ``init()`` every call here is a cheap no-op. This module is the whole
-public surface; the submodules are implementation.
+public surface; the submodules are implementation. ``AsyncClient`` is imported
+on first use, so that tracing a program that does not use asyncio never imports it.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from tracerelay._version import __version__
 from tracerelay.api import (
@@ -44,7 +47,11 @@ from tracerelay.export import Exporter, ExportResult
 from tracerelay.propagation import extract, inject
 from tracerelay.spans import NonRecordingSpan, Span
 
+if TYPE_CHECKING:
+    from tracerelay.async_client import AsyncClient
+
 __all__ = [
+    "AsyncClient",
     "AuthError",
     "Client",
     "Config",
@@ -79,3 +86,11 @@ __all__ = [
     "update_trace",
     "wrap",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AsyncClient":
+        from tracerelay.async_client import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module 'tracerelay' has no attribute {name!r}")

@@ -5,6 +5,11 @@ every call here is a cheap no-op that returns a ``NonRecordingSpan`` or None,
 so instrumented libraries run unchanged without tracerelay configured.
 After ``os.fork`` the child replaces the inherited client with a fresh one
 built from the same arguments; records queued in the parent stay the parent's.
+
+``init(asyncio=True)`` installs an ``AsyncClient`` instead (its pipeline drains
+on the event loop). The functions here stay synchronous: ``flush()`` and
+``shutdown()`` then drain inline and wait in the calling thread, which is right
+at exit and in threads; inside a coroutine, ``await client.flush()`` instead.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ from __future__ import annotations
 import atexit
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from tracerelay._diagnostics import internal_error
 from tracerelay.client import Client
 from tracerelay.records import Event, MetricPoint, Score, TraceUpdate
 from tracerelay.spans import CURRENT, INVALID_SPAN, NonRecordingSpan, StatusCode
 from tracerelay.tracer import USE_CURRENT, Tracer
+
+if TYPE_CHECKING:
+    from tracerelay.async_client import AsyncClient
 
 __all__ = [
     "STATE",
@@ -47,7 +55,7 @@ class _State:
     __slots__ = ("atexit_registered", "client", "tracer")
 
     def __init__(self) -> None:
-        self.client: Client | None = None
+        self.client: Client | AsyncClient | None = None
         self.tracer: Tracer | None = None
         self.atexit_registered = False
 
@@ -55,32 +63,52 @@ class _State:
 STATE = _State()
 
 
-def init(**options: Any) -> Client:
+@overload
+def init(*, asyncio: Literal[False] = False, **options: Any) -> Client: ...
+
+
+@overload
+def init(*, asyncio: Literal[True], **options: Any) -> AsyncClient: ...
+
+
+@overload
+def init(*, asyncio: bool, **options: Any) -> Client | AsyncClient: ...
+
+
+def init(*, asyncio: bool = False, **options: Any) -> Client | AsyncClient:
     """Configure tracing for this process and return its client.
 
     Takes every option of ``docs/configuration.md`` as a keyword (argument >
     ``TRACERELAY_*`` environment variable > default), plus ``exporters``,
-    ``processors`` and ``synchronous`` (see ``Client``). Calling it again
-    replaces the previous client after flushing it. A bad option raises
-    ``ConfigError`` here, the one place tracerelay raises into the application.
+    ``processors`` and ``synchronous`` (see ``Client``). ``asyncio=True``
+    builds an ``AsyncClient`` (for asyncio apps: its pipeline drains on the
+    event loop). Calling it again replaces the previous client after flushing
+    it. A bad option raises ``ConfigError`` here, the one place tracerelay
+    raises into the application.
     """
-    client = Client(**options)
+    client: Client | AsyncClient
+    if asyncio:
+        from tracerelay.async_client import AsyncClient
+
+        client = AsyncClient(**options)
+    else:
+        client = Client(**options)
     previous = STATE.client
     _install(client)
     if previous is not None:
-        previous.shutdown()
+        previous._shutdown_now()
     if not STATE.atexit_registered:
         atexit.register(_shutdown_at_exit)
         STATE.atexit_registered = True
     return client
 
 
-def _install(client: Client | None) -> None:
+def _install(client: Client | AsyncClient | None) -> None:
     STATE.client = client
     STATE.tracer = client.tracer if client is not None and client.config.enabled else None
 
 
-def get_client() -> Client | None:
+def get_client() -> Client | AsyncClient | None:
     """The client installed by ``init()``, or None."""
     return STATE.client
 
@@ -89,27 +117,35 @@ def _shutdown_at_exit() -> None:
     client = STATE.client
     if client is not None:
         try:
-            client.shutdown()
+            client._shutdown_now()
         except Exception as exc:
             internal_error("atexit", exc)
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush and stop tracing; later calls are no-ops until the next ``init()``."""
+    """Flush and stop tracing; later calls are no-ops until the next ``init()``.
+
+    Blocks the calling thread, also for an ``AsyncClient`` (in a coroutine,
+    ``await client.shutdown()`` then ``tracerelay.shutdown()`` keeps the loop free).
+    """
     client = STATE.client
     _install(None)
     if client is None:
         return True
-    return client.shutdown(timeout)
+    return client._shutdown_now(timeout)
 
 
 def flush(timeout: float | None = 5.0) -> bool:
-    """Export everything recorded so far; True once it all left within ``timeout``."""
+    """Export everything recorded so far; True once it all left within ``timeout``.
+
+    Blocks the calling thread, also for an ``AsyncClient``; in a coroutine use
+    ``await client.flush()``, which keeps the loop running.
+    """
     client = STATE.client
     if client is None:
         return True
     try:
-        return client.flush(timeout)
+        return client._flush_now(timeout)
     except Exception as exc:
         internal_error("flush", exc)
         return False
@@ -289,7 +325,7 @@ def _after_fork_in_child() -> None:
         return
     client.pipeline.abandon()
     try:
-        _install(Client(**client._arguments))
+        _install(type(client)(**client._arguments))
     except Exception as exc:
         _install(None)
         internal_error("fork", exc)

@@ -2,6 +2,10 @@
 
 ``tracerelay.init()`` builds one and installs it process-wide; ``Client(...)``
 builds a standalone one (several may coexist, each with its own exporters).
+``ClientBase`` is everything but the pipeline's kind and the flush/shutdown
+methods: ``Client`` drains on a thread and flushes by blocking,
+``AsyncClient`` (``tracerelay.async_client``) drains on the event loop and
+flushes with ``await``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from tracerelay.records import EVENT_TYPES, RawEvent, Record
 from tracerelay.resource import detect_resource
 from tracerelay.tracer import Tracer
 
-__all__ = ["EVENT_TYPES", "Client"]
+__all__ = ["EVENT_TYPES", "Client", "ClientBase"]
 
 
 def _default_exporters(config: Config, resource: Mapping[str, Any]) -> list[Exporter]:
@@ -42,14 +46,16 @@ def _default_exporters(config: Config, resource: Mapping[str, Any]) -> list[Expo
     return []
 
 
-class Client:
-    """Configuration, resource, pipeline and tracer for one destination.
+class ClientBase:
+    """Configuration, resource, pipeline and tracer for one destination; see ``Client``.
 
-    Keyword arguments are the options of ``docs/configuration.md``; besides them,
-    ``exporters`` replaces the configured exporter, ``processors`` are appended
-    to the built-in chain, and ``synchronous=True`` processes and exports each
-    record as it ends (tests, debugging) instead of on a background thread.
+    Subclasses choose the pipeline (``_pipeline_class``) and how flush and
+    shutdown are called; ``_flush_now`` / ``_shutdown_now`` block the calling
+    thread, whatever the subclass (``tracerelay.flush()`` and exit use them).
     """
+
+    # The queued pipeline's kind (``synchronous=True`` aside); AsyncClient drains on the loop.
+    _pipeline_class: type[BackgroundPipeline] = BackgroundPipeline
 
     def __init__(
         self,
@@ -72,11 +78,10 @@ class Client:
             list(exporters) if exporters is not None else _default_exporters(config, self.resource)
         )
         chain = build_processors(config, processors)
-        self.pipeline: Pipeline
-        if synchronous:
-            self.pipeline = SyncPipeline(chain, self.exporters)
-        else:
-            self.pipeline = BackgroundPipeline(
+        self.pipeline: Pipeline = (
+            SyncPipeline(chain, self.exporters)
+            if synchronous
+            else self._pipeline_class(
                 chain,
                 self.exporters,
                 max_queue_size=config.max_queue_size,
@@ -85,6 +90,7 @@ class Client:
                 instant=config.mode == "instant",
                 overflow=_overflow_for(self.exporters, config),
             )
+        )
         self.tracer = Tracer(
             self.pipeline.submit,
             sample_rate=config.sample_rate,
@@ -114,13 +120,16 @@ class Client:
             )
         return self.submit(RawEvent(event_type, payload))
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Export everything recorded so far; True if done within ``timeout`` seconds."""
+    def _flush_now(self, timeout: float | None = None) -> bool:
+        """Export everything recorded so far, blocking this thread; True if done in time."""
         return self.pipeline.flush(timeout)
 
-    def shutdown(self, timeout: float | None = None) -> bool:
-        """Flush within ``timeout`` (default ``shutdown_timeout``) and release exporters."""
-        return self.pipeline.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
+    def _shutdown_now(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` (default ``shutdown_timeout``), blocking; release exporters."""
+        return self.pipeline.shutdown(self._shutdown_timeout(timeout))
+
+    def _shutdown_timeout(self, timeout: float | None) -> float:
+        return self.config.shutdown_timeout if timeout is None else timeout
 
     def metrics(self) -> dict[str, Any]:
         """The SDK's own counters (SPEC §3), pipeline and delivery together.
@@ -175,7 +184,27 @@ class Client:
         return metrics
 
     def __repr__(self) -> str:
-        return f"<Client service={self.config.service!r} exporters={self.exporters!r}>"
+        name = type(self).__name__
+        return f"<{name} service={self.config.service!r} exporters={self.exporters!r}>"
+
+
+class Client(ClientBase):
+    """Configuration, resource, pipeline and tracer for one destination.
+
+    Keyword arguments are the options of ``docs/configuration.md``; besides them,
+    ``exporters`` replaces the configured exporter, ``processors`` are appended
+    to the built-in chain, and ``synchronous=True`` processes and exports each
+    record as it ends (tests, debugging) instead of on a background thread.
+    For asyncio apps, ``AsyncClient`` takes the same arguments.
+    """
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Export everything recorded so far; True if done within ``timeout`` seconds."""
+        return self._flush_now(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` (default ``shutdown_timeout``) and release exporters."""
+        return self._shutdown_now(timeout)
 
 
 def _overflow_for(exporters: Iterable[Exporter], config: Config) -> Overflow | None:

@@ -16,17 +16,14 @@ from typing import Any
 import pytest
 
 import tracerelay
-from tests.delivery.support import spans_received, wait_for_delivery
+from tests.delivery.support import (
+    FAST,
+    FAULTY,
+    THROUGH_FAULTS,
+    spans_received,
+    wait_for_delivery,
+)
 from tracerelay.mock import Faults, MockServer
-
-FAST = {
-    "retry_backoff": 0.01,
-    "max_retries": 30,
-    "timeout": 2.0,
-    "recovery_timeout": 0.5,
-    "batch_flush_interval": 0.1,
-    "environ": {},
-}
 
 
 @pytest.fixture
@@ -72,26 +69,9 @@ def test_every_span_arrives_once_from_a_healthy_server(server: MockServer, tmp_p
 
 
 def test_thirty_percent_faults_lose_nothing(tmp_path: Path) -> None:
-    faults = Faults(
-        rate_429=0.06,
-        rate_500=0.06,
-        rate_503=0.06,
-        rate_reset=0.05,
-        rate_lost_reply=0.05,
-        rate_slow=0.02,
-        slow_seconds=0.3,
-        retry_after=0.05,
-    )
-    with MockServer(faults=faults, seed=3) as server:
+    with MockServer(faults=FAULTY, seed=3) as server:
         client = tracerelay.init(
-            exporter="http",
-            endpoint=server.url,
-            spool_dir=str(tmp_path),
-            failure_threshold=50,
-            batch_max_size=20,
-            min_batch_size=5,
-            max_batch_size=40,
-            **FAST,
+            exporter="http", endpoint=server.url, spool_dir=str(tmp_path), **THROUGH_FAULTS
         )
         made = make_traces(40)
         assert tracerelay.flush(timeout=60)
