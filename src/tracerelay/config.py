@@ -244,6 +244,14 @@ class Config:
         "delivery",
         choices=("deferred", "instant"),
     )
+    instant_endpoint: str = _opt(
+        "choice",
+        "stream",
+        "In `instant` mode, where a request of one event goes: `stream` "
+        "(`/v1/uploads/stream`) or `batch`.",
+        "delivery",
+        choices=("stream", "batch"),
+    )
     exporter: str = _opt(
         "choice",
         "http",
