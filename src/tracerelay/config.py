@@ -252,6 +252,15 @@ class Config:
         "delivery",
         choices=("stream", "batch"),
     )
+    announce_after: float = _opt(
+        "float",
+        1.0,
+        "In `instant` mode, seconds after which a span still running is announced "
+        "(`observation_create` without end, then `observation_complete`).",
+        "delivery",
+        lo=0,
+        hi=3600,
+    )
     exporter: str = _opt(
         "choice",
         "http",

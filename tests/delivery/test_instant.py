@@ -1,20 +1,26 @@
-"""Instant mode over loopback: alone, a span leaves as a stream upload; under load, together.
+"""Instant mode over loopback: alone, a span leaves as a stream upload; under load, together;
+a long span is announced while it runs and completed when it ends.
 
 A real ``MockServer`` on 127.0.0.1 says which endpoint brought each event
-(``arrivals``, ``requests_by_path``) and with which identity, so these tests
-check what the server sees: single spans through ``/v1/uploads/stream`` with
-``system_info`` mapped from the resource, bursts as batches, and every event id
-through faults on either endpoint.
+(``arrivals``, ``requests_by_path``), with which identity and which event type,
+so these tests check what the server sees: single spans through
+``/v1/uploads/stream`` with ``system_info`` mapped from the resource, bursts as
+batches, announces and completions, and every event id through faults on
+either endpoint.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tracerelay
 from tests.delivery.support import spans_received
@@ -46,6 +52,25 @@ def wait_until(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.002)
+
+
+def events_by_span(server: MockServer) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Span id → (event type, payload) of each distinct event about it, creates first."""
+    types = server.event_types
+    found: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for event_id, payload in server.events.items():
+        if "span_id" in payload:
+            found[payload["span_id"]].append((types[event_id], payload))
+    return {span_id: sorted(items, key=lambda item: item[0]) for span_id, items in found.items()}
+
+
+def shape(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, bool]]:
+    """(event type, has an end) of each event about one span."""
+    return [(kind, payload["end_time_unix_nano"] is not None) for kind, payload in items]
+
+
+ONCE = [("observation_create", True)]
+ANNOUNCED = [("observation_complete", True), ("observation_create", False)]
 
 
 def one_at_a_time(server: MockServer, count: int) -> list[str]:
@@ -171,3 +196,173 @@ def test_thirty_percent_faults_on_the_stream_lose_no_event(tmp_path: Path) -> No
         assert redelivered >= client.metrics()["duplicates"] > 0
         metrics = client.metrics()
         assert metrics["items_processed"] == metrics["items_created"] == len(made)
+
+
+# -- long spans: announced at start, completed at end ----------------------------------
+
+
+def test_a_long_span_is_announced_while_it_runs_and_completed_when_it_ends(
+    server: MockServer, tmp_path: Path
+) -> None:
+    client = tracerelay.init(
+        endpoint=server.url, spool_dir=str(tmp_path), announce_after=0.2, environ={}, **INSTANT
+    )
+    with tracerelay.span("long", attributes={"k": 1}) as long:
+        started = time.monotonic()
+        wait_until(lambda: len(server.received) == 1, timeout=5)
+        waited = time.monotonic() - started
+        long.set_attribute("rows", 10)
+        long.set_status("ok")
+    with tracerelay.span("short"):
+        pass
+    assert tracerelay.flush(timeout=10)
+    assert 0.2 <= waited < 2.0
+    spans = events_by_span(server)
+    assert shape(spans[long.span_id]) == ANNOUNCED
+    (_, done), (_, announce) = spans[long.span_id]
+    assert announce["status"] == {"code": "unset", "message": ""}
+    assert announce["attributes"] == {"k": 1}
+    assert announce["trace_id"] == done["trace_id"] == long.trace_id
+    assert done["status"]["code"] == "ok" and done["attributes"] == {"k": 1, "rows": 10}
+    assert announce["start_time_unix_nano"] == done["start_time_unix_nano"]
+    (short,) = (items for span_id, items in spans.items() if span_id != long.span_id)
+    assert shape(short) == ONCE
+    assert len(server.received) == 3 and set(server.received.values()) == {1}
+    metrics = client.metrics()
+    assert metrics["items_created"] == metrics["items_processed"] == 3
+
+
+def test_announce_after_zero_announces_a_span_as_soon_as_the_pipeline_sees_it(
+    server: MockServer, tmp_path: Path
+) -> None:
+    tracerelay.init(
+        endpoint=server.url, spool_dir=str(tmp_path), announce_after=0, environ={}, **INSTANT
+    )
+    with tracerelay.span("first-of-all") as span:
+        wait_until(lambda: len(server.received) == 1, timeout=1.0)
+    assert tracerelay.flush(timeout=10)
+    assert shape(events_by_span(server)[span.span_id]) == ANNOUNCED
+
+
+def test_deferred_mode_never_announces(server: MockServer, tmp_path: Path) -> None:
+    tracerelay.init(
+        endpoint=server.url,
+        spool_dir=str(tmp_path),
+        exporter="http",
+        announce_after=0,
+        batch_flush_interval=0.1,
+        environ={},
+    )
+    with tracerelay.span("long") as span:
+        time.sleep(0.5)
+    assert tracerelay.flush(timeout=10)
+    assert list(events_by_span(server)) == [span.span_id]
+    assert shape(events_by_span(server)[span.span_id]) == ONCE
+
+
+def test_redaction_applies_to_the_announce(server: MockServer, tmp_path: Path) -> None:
+    tracerelay.init(
+        endpoint=server.url, spool_dir=str(tmp_path), announce_after=0.1, environ={}, **INSTANT
+    )
+    with tracerelay.span("login", attributes={"password": "hunter2", "user": "ann"}) as span:
+        span.set_attribute("note", "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345")
+        wait_until(lambda: len(server.received) == 1, timeout=5)
+        (announce,) = server.events.values()
+        # The announce was redacted, the running span was not touched.
+        assert span.attributes["password"] == "hunter2"
+        span.set_attribute("api_key", "sk-live-0123456789abcdef0123")
+    assert tracerelay.flush(timeout=10)
+    assert announce["attributes"]["password"] == "[REDACTED]"
+    assert "abcdefghijklmnopqrstuvwxyz012345" not in announce["attributes"]["note"]
+    assert announce["attributes"]["user"] == "ann"
+    (_, done), _ = events_by_span(server)[span.span_id]
+    assert done["attributes"]["password"] == done["attributes"]["api_key"] == "[REDACTED]"
+
+
+def test_announces_and_completions_survive_faults_each_on_its_own(tmp_path: Path) -> None:
+    faults = Faults(
+        rate_429=0.06,
+        rate_500=0.06,
+        rate_503=0.06,
+        rate_reset=0.06,
+        rate_lost_reply=0.06,
+        retry_after=0.02,
+    )
+    with MockServer(faults=faults, seed=4) as server:
+        tracerelay.init(
+            endpoint=server.url,
+            spool_dir=str(tmp_path),
+            announce_after=0.05,
+            failure_threshold=50,
+            environ={},
+            **INSTANT,
+        )
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def work(i: int) -> None:
+            with tracerelay.span(f"long-{i}") as span:
+                time.sleep(0.3 + (i % 5) * 0.05)
+                with tracerelay.span(f"inner-{i}"):
+                    pass
+            with lock:
+                ids.append(span.span_id)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert tracerelay.flush(timeout=60)
+        spans = events_by_span(server)
+        assert all(shape(spans[span_id]) == ANNOUNCED for span_id in ids)
+        assert len(spans) == 80  # the inner spans too, each in one shape or the other
+        assert sum(server.stats()["faults_injected"].values()) > 0
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(durations=st.lists(st.floats(min_value=0.0, max_value=0.8), min_size=1, max_size=12))
+def test_every_span_arrives_as_the_rule_says(tmp_path: Path, durations: list[float]) -> None:
+    after = 0.25
+    with MockServer(seed=2) as server:
+        tracerelay.init(
+            endpoint=server.url,
+            spool_dir=str(tmp_path),
+            announce_after=after,
+            environ={},
+            **INSTANT,
+        )
+        made: dict[str, float] = {}
+        lock = threading.Lock()
+
+        def run(duration: float) -> None:
+            with tracerelay.span("timed") as span:
+                time.sleep(duration)
+            with lock:
+                made[span.span_id] = duration
+
+        threads = [threading.Thread(target=run, args=(d,)) for d in durations]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert tracerelay.flush(timeout=20)
+        tracerelay.shutdown()
+        spans = events_by_span(server)
+        assert set(spans) == set(made)
+        assert set(server.received.values()) == {1}
+        for span_id, duration in made.items():
+            got = shape(spans[span_id])
+            # Ended well before it was due: once. Open well after it was due (the
+            # pipeline looks every 1/4 of announce_after): announced. In between, the
+            # pipeline's timing decides, but always one shape or the other.
+            if duration < after * 0.4:
+                assert got == ONCE, duration
+            elif duration > after * 2.4:
+                assert got == ANNOUNCED, duration
+            else:
+                assert got in (ONCE, ANNOUNCED), duration

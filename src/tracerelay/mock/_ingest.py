@@ -139,7 +139,7 @@ def _bad_event(event_id: object, code: str, details: str) -> dict[str, Any]:
 
 
 def check_event(event: object) -> tuple[str, dict[str, Any]] | dict[str, Any]:
-    """(event id, payload) for a valid event, else its SPEC §2 error entry."""
+    """(event id, the event) for a valid event, else its SPEC §2 error entry."""
     if not isinstance(event, dict):
         return _bad_event(None, "invalid_event", f"expected an object, got {type(event).__name__}")
     event_id = event.get("event_id")
@@ -159,21 +159,22 @@ def check_event(event: object) -> tuple[str, dict[str, Any]] | dict[str, Any]:
     payload = event.get("payload")
     if not isinstance(payload, dict):
         return _bad_event(event_id, "invalid_payload", "payload: expected an object")
-    return event_id.upper(), payload
+    return event_id.upper(), event
 
 
 class Ledger:
     """Everything the mock server has counted and received; safe to use from any thread.
 
     Memory grows with the number of distinct event ids (one count, the last
-    payload and how it arrived, each); every other counter is keyed by a bounded
-    set of names.
+    payload, its type and how it arrived, each); every other counter is keyed by
+    a bounded set of names.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._received: dict[str, int] = {}
         self._payloads: dict[str, dict[str, Any]] = {}
+        self._types: dict[str, str] = {}
         self._arrivals: dict[str, dict[str, Any]] = {}
         self._requests: Counter[str] = Counter()
         self._requests_by_path: Counter[str] = Counter()
@@ -186,7 +187,7 @@ class Ledger:
         events: Iterable[tuple[str, dict[str, Any]]],
         arrival: dict[str, Any] | None = None,
     ) -> list[bool]:
-        """Record valid events in order; for each, whether its id had been seen before.
+        """Record valid events (id, event) in order; for each, whether its id was seen before.
 
         ``arrival`` says how they came (``{"path": ..., "resource": ...}`` or
         ``{"path": ..., "system_info": ...}``); one dict shared by a request's events.
@@ -195,10 +196,11 @@ class Ledger:
         path = str(arrival.get("path"))
         seen = []
         with self._lock:
-            for event_id, payload in events:
+            for event_id, event in events:
                 count = self._received.get(event_id, 0)
                 self._received[event_id] = count + 1
-                self._payloads[event_id] = payload
+                self._payloads[event_id] = event["payload"]
+                self._types[event_id] = event["event_type"]
                 self._arrivals[event_id] = arrival
                 self._events_by_path[path] += 1
                 self._deliveries += 1
@@ -227,6 +229,11 @@ class Ledger:
         with self._lock:
             return dict(self._payloads)
 
+    def event_types(self) -> dict[str, str]:
+        """Event id → the ``event_type`` of its latest delivery (a copy)."""
+        with self._lock:
+            return dict(self._types)
+
     def arrivals(self) -> dict[str, dict[str, Any]]:
         """Event id → how its latest delivery came: endpoint path and identity (a copy)."""
         with self._lock:
@@ -252,6 +259,7 @@ class Ledger:
         with self._lock:
             self._received.clear()
             self._payloads.clear()
+            self._types.clear()
             self._arrivals.clear()
             self._requests.clear()
             self._requests_by_path.clear()

@@ -167,6 +167,11 @@ class MockServer:
         return self._ledger.payloads()
 
     @property
+    def event_types(self) -> dict[str, str]:
+        """Event id → the ``event_type`` of the latest valid delivery of that event (a copy)."""
+        return self._ledger.event_types()
+
+    @property
     def arrivals(self) -> dict[str, dict[str, Any]]:
         """Event id → how the latest valid delivery of that event came (a copy).
 
