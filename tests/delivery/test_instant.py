@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import tracerelay
 from tests.delivery.support import spans_received
+from tracerelay import _diagnostics
 from tracerelay.mock import Faults, MockServer
 
 BATCH = "/v1/telemetry/batch"
@@ -166,8 +167,9 @@ def test_a_lone_event_too_large_for_the_stream_is_cut_down_and_sent_again(
 
 
 def test_a_refused_stream_upload_is_reported_once_and_kept_then_replayed(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_diagnostics, "_warned", set())  # "once" is per process
     with MockServer(api_key="right", seed=1) as server:
         tracerelay.init(
             endpoint=server.url, api_key="wrong", spool_dir=str(tmp_path), environ={}, **INSTANT
