@@ -119,8 +119,8 @@ def test_a_later_client_without_debug_removes_the_handler_and_restores_the_level
     tracerelay.Client(exporters=[], synchronous=True, environ={}).shutdown()
     assert ours() == []
     assert logger.level == before
-    logger.debug("tracerelay: after")
-    assert "after" not in capsys.readouterr().err
+    logger.debug("tracerelay: logged after debug went off")
+    assert "logged after debug went off" not in capsys.readouterr().err
 
 
 def test_a_level_set_meanwhile_is_left_alone() -> None:

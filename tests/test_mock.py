@@ -395,6 +395,50 @@ def test_the_stream_endpoint_answers_processed_then_duplicate(
     assert server.received == {event["event_id"]: 2}
 
 
+def test_stream_and_batch_record_alike_and_the_stats_tell_them_apart(
+    server: MockServer, client: httpx.Client
+) -> None:
+    first, second = make_event(), make_event()
+    info = {"system_name": "checkout", "system_instance_id": "i-1"}
+    assert client.post(STREAM, json={"event": first, "system_info": info}).status_code == 200
+    batch = client.post(BATCH, json=make_batch(first, second)).json()
+    assert (batch["processed_events"], batch["duplicate_event_ids"]) == (1, [first["event_id"]])
+    again = client.post(STREAM, json={"event": second, "system_info": info})
+    assert again.json() == {"event_id": second["event_id"], "status": "duplicate"}
+    assert server.received == {first["event_id"]: 2, second["event_id"]: 2}
+    assert server.events[second["event_id"]] == second["payload"]
+    assert server.arrivals == {
+        first["event_id"]: {"path": BATCH, "resource": {"service.name": "mock-tests"}},
+        second["event_id"]: {"path": STREAM, "system_info": info},
+    }
+    stats = server.stats()
+    assert stats["requests_by_path"] == {BATCH: 1, STREAM: 2}
+    assert stats["event_deliveries_by_path"] == {BATCH: 2, STREAM: 2}
+    assert (stats["events_received"], stats["duplicates_received"]) == (2, 2)
+    server.reset()
+    assert server.arrivals == {} and server.stats()["requests_by_path"] == {}
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_faults_hit_stream_uploads_as_they_hit_batches(kind: str) -> None:
+    event = make_event()
+    upload = {"event": event, "system_info": {"system_name": "s"}}
+    with (
+        faulty(**{f"rate_{kind}": 1.0}, slow_seconds=0.2, retry_after=0) as server,
+        httpx.Client(base_url=server.url, timeout=5.0) as client,
+    ):
+        try:
+            status: int | str = client.post(STREAM, json=upload).status_code
+        except CUT_OFF:
+            status = "reset"
+        recorded = kind in ("slow", "lost_reply")
+        assert server.received == ({event["event_id"]: 1} if recorded else {})
+        assert server.stats()["faults_injected"][kind] == 1
+        assert server.stats()["requests_by_path"] == {STREAM: 1}
+        expected = {"413": 413, "429": 429, "500": 500, "503": 503, "slow": 200}
+        assert status == expected.get(kind, "reset")
+
+
 def test_an_api_key_is_required_on_ingest_endpoints_only() -> None:
     with (
         MockServer(api_key="s3cret") as server,

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tracerelay
-from tracerelay.resource import detect_resource
+from tracerelay.resource import detect_resource, system_info
 
 
 def test_service_fields_from_arguments() -> None:
@@ -218,3 +218,14 @@ def test_the_process_environment_is_read_when_no_environ_is_given(
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     assert detect_resource("checkout")["from.process"] == "yes"
     assert "from.process" not in detect_resource("checkout", environ={})
+
+
+def test_system_info_maps_onto_the_resource_and_leaves_out_what_it_lacks() -> None:
+    environ = {"TRACERELAY_RESOURCE_ATTRIBUTES": "service.namespace=shop,service.instance.id=i-9"}
+    resource = detect_resource("checkout", environ=environ)
+    assert system_info(resource) == {
+        "system_name": "checkout",
+        "system_id": "shop",
+        "system_instance_id": "i-9",
+    }
+    assert system_info(detect_resource("checkout", environ={})) == {"system_name": "checkout"}

@@ -59,6 +59,8 @@ class AsyncClient(ClientBase):
         Later records are refused and counted (``dropped_by_reason["shutdown"]``).
         """
         timeout = self._shutdown_timeout(timeout)
+        if self._announcer is not None:
+            self._announcer.close()
         pipeline = self.pipeline
         if isinstance(pipeline, AsyncioPipeline):
             return await pipeline.shutdown_async(timeout)

@@ -133,6 +133,11 @@ class AsyncioPipeline(BackgroundPipeline):
                         self._last_resync = now
                         resync_clock()
                     await self._drain_on_loop()
+                    if self._export_lock.acquire(blocking=False):
+                        try:
+                            self._announce_due()  # long spans, in instant mode
+                        finally:
+                            self._export_lock.release()
                 except Exception as exc:
                     internal_error("pipeline.task", exc)
                 if self._closed and not self._queue:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracerelay._diagnostics import warn_once
+from tracerelay.announce import Announcer
 from tracerelay.config import Config, make_config
 from tracerelay.debuglog import configure_logging
 from tracerelay.errors import TracerelayError
@@ -25,7 +26,7 @@ from tracerelay.pipeline import BackgroundPipeline, Pipeline, SyncPipeline
 from tracerelay.processing import Processor, build_processors
 from tracerelay.records import EVENT_TYPES, RawEvent, Record
 from tracerelay.resource import detect_resource
-from tracerelay.tracer import Tracer
+from tracerelay.tracer import AnnouncingTracer, Tracer
 
 __all__ = ["EVENT_TYPES", "Client", "ClientBase"]
 
@@ -78,10 +79,22 @@ class ClientBase:
             list(exporters) if exporters is not None else _default_exporters(config, self.resource)
         )
         chain = build_processors(config, processors)
-        self.pipeline: Pipeline = (
-            SyncPipeline(chain, self.exporters)
-            if synchronous
-            else self._pipeline_class(
+        self.pipeline: Pipeline
+        tracing: dict[str, Any] = {
+            "sample_rate": config.sample_rate,
+            "capture_io": config.capture_io,
+            "max_io_length": config.max_io_length,
+        }
+        # Long spans are announced in instant mode, from the background thread.
+        self._announcer = (
+            Announcer(config.announce_after, max_starts=config.max_queue_size)
+            if config.mode == "instant" and not synchronous
+            else None
+        )
+        if synchronous:
+            self.pipeline = SyncPipeline(chain, self.exporters)
+        else:
+            background = self._pipeline_class(
                 chain,
                 self.exporters,
                 max_queue_size=config.max_queue_size,
@@ -89,14 +102,17 @@ class ClientBase:
                 flush_interval=config.batch_flush_interval,
                 instant=config.mode == "instant",
                 overflow=_overflow_for(self.exporters, config),
+                announcer=self._announcer,
             )
-        )
-        self.tracer = Tracer(
-            self.pipeline.submit,
-            sample_rate=config.sample_rate,
-            capture_io=config.capture_io,
-            max_io_length=config.max_io_length,
-        )
+            if self._announcer is not None:
+                # The first span may be a long one: the thread that announces must be there.
+                background.start()
+            self.pipeline = background
+        self.tracer: Tracer
+        if self._announcer is not None:
+            self.tracer = AnnouncingTracer(self.pipeline.submit, self._announcer, **tracing)
+        else:
+            self.tracer = Tracer(self.pipeline.submit, **tracing)
         self._started = time.monotonic()
         # Kept so a forked child can build an identical client of its own.
         self._arguments = dict(
@@ -126,6 +142,8 @@ class ClientBase:
 
     def _shutdown_now(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout`` (default ``shutdown_timeout``), blocking; release exporters."""
+        if self._announcer is not None:
+            self._announcer.close()
         return self.pipeline.shutdown(self._shutdown_timeout(timeout))
 
     def _shutdown_timeout(self, timeout: float | None) -> float:
@@ -134,7 +152,8 @@ class ClientBase:
     def metrics(self) -> dict[str, Any]:
         """The SDK's own counters (SPEC §3), pipeline and delivery together.
 
-        ``items_created`` counts records made; ``items_processed`` those that
+        ``items_created`` counts records made (in instant mode a long span's
+        announce is a record of its own); ``items_processed`` those that
         reached the server (with an HTTP exporter) or the exporters (without);
         ``items_dropped`` those lost, by reason in ``dropped_by_reason``;
         ``items_spooled`` those waiting on disk.

@@ -244,6 +244,23 @@ class Config:
         "delivery",
         choices=("deferred", "instant"),
     )
+    instant_endpoint: str = _opt(
+        "choice",
+        "stream",
+        "In `instant` mode, where a request of one event goes: `stream` "
+        "(`/v1/uploads/stream`) or `batch`.",
+        "delivery",
+        choices=("stream", "batch"),
+    )
+    announce_after: float = _opt(
+        "float",
+        1.0,
+        "In `instant` mode, seconds after which a span still running is announced "
+        "(`observation_create` without end, then `observation_complete`).",
+        "delivery",
+        lo=0,
+        hi=3600,
+    )
     exporter: str = _opt(
         "choice",
         "http",

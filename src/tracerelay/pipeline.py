@@ -15,6 +15,10 @@ cut only at ``_HARD_CAP`` times ``max_queue_size``, should even parking fall
 behind. Without one, the oldest records beyond ``max_queue_size`` are dropped.
 Either way every loss is counted by reason: never silent.
 
+In instant mode an ``Announcer`` (``tracerelay.announce``) adds long spans'
+announces and completions to each batch before it is processed, and the
+thread also wakes on a short tick so a span is announced while it runs.
+
 ``SyncPipeline`` does the same work inline in ``submit``; ``tracerelay.testing``
 uses it so a test sees each span the moment it ends.
 
@@ -29,13 +33,16 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracerelay._diagnostics import internal_error
 from tracerelay.export import Exporter, ExportResult
 from tracerelay.ids import new_event_ids
 from tracerelay.overflow import Overflow
 from tracerelay.spans import Span, resync_clock
+
+if TYPE_CHECKING:
+    from tracerelay.announce import Announcer
 
 __all__ = ["BackgroundPipeline", "Pipeline", "SyncPipeline"]
 
@@ -64,6 +71,10 @@ def _span_handler(processor: Processor) -> Processor:
 
 class Pipeline:
     """Processing and export shared by both pipelines; counts what happens to records."""
+
+    # Instant mode only (BackgroundPipeline): adds long spans' announces and
+    # completions to each batch before it is processed (tracerelay.announce).
+    _announcer: Announcer | None = None
 
     def __init__(self, processors: Iterable[Processor], exporters: Iterable[Exporter]) -> None:
         self.processors = list(processors)
@@ -154,6 +165,8 @@ class Pipeline:
 
     def _export(self, batch: Sequence[Any]) -> None:
         """Process and export one batch; the caller holds ``_export_lock``."""
+        if self._announcer is not None:
+            batch = self._announcer.step(batch)
         records = self._process(batch)
         if not records:
             return
@@ -215,6 +228,7 @@ class BackgroundPipeline(Pipeline):
         flush_interval: float = 5.0,
         instant: bool = False,
         overflow: Overflow | None = None,
+        announcer: Announcer | None = None,
     ) -> None:
         super().__init__(processors, exporters)
         self._queue: deque[Any] = deque()
@@ -239,6 +253,10 @@ class BackgroundPipeline(Pipeline):
         self._thread_lock = threading.Lock()
         self._abandoned = False
         self._last_resync = time.monotonic()
+        if announcer is not None:
+            # Spans are announced from the thread's wake-ups: they must come often enough.
+            self._announcer = announcer
+            self._interval = min(self._interval, announcer.tick)
 
     def submit(self, record: Any) -> None:
         """Queue ``record``; drop the oldest (counted) when full. Never blocks."""
@@ -288,6 +306,13 @@ class BackgroundPipeline(Pipeline):
         stats["overflowed"] = self._overflow.parked_total if self._overflow is not None else 0
         return stats
 
+    def start(self) -> None:
+        """Start the thread now instead of at the first record (instant mode announces
+        long spans from it, and the first span may be a long one)."""
+        if self._thread is None and not self._closed:
+            self._start()
+            self._wake_at = self._normal_wake_at
+
     def _start(self) -> None:
         with self._thread_lock:
             if self._thread is not None or self._abandoned:
@@ -308,10 +333,16 @@ class BackgroundPipeline(Pipeline):
                     resync_clock()
                 with self._export_lock:
                     self._drain(spill=True)
+                    self._announce_due()
             except Exception as exc:
                 internal_error("pipeline.worker", exc)
             if self._closed and not self._queue:
                 return
+
+    def _announce_due(self) -> None:
+        """Announce the spans now due even when no record woke the thread."""
+        if self._announcer is not None:
+            self._export(())
 
     def _drain(self, deadline: float | None = None, *, spill: bool = False) -> bool:
         """Export queued records, then parked ones, in batches; False if the deadline

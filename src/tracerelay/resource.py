@@ -5,6 +5,9 @@ follow OpenTelemetry's semantic conventions. ``TRACERELAY_RESOURCE_ATTRIBUTES``
 (or, failing that, ``OTEL_RESOURCE_ATTRIBUTES``) adds ``key=value,key=value``
 pairs, which give way to a configured service, version or environment;
 ``OTEL_SERVICE_NAME`` is honoured when no service was configured.
+
+``system_info`` gives the three attributes the stream endpoint carries instead
+of the whole resource (SPEC §1).
 """
 
 from __future__ import annotations
@@ -19,11 +22,18 @@ from urllib.parse import unquote
 
 from tracerelay._version import __version__
 
-__all__ = ["detect_resource"]
+__all__ = ["SYSTEM_INFO", "detect_resource", "system_info"]
 
 # The defaults of the ``service`` and ``environment`` options: they mean "not configured".
 _DEFAULT_SERVICE = "unknown_service"
 _DEFAULT_ENVIRONMENT = "production"
+
+SYSTEM_INFO = {
+    "system_name": "service.name",
+    "system_id": "service.namespace",
+    "system_instance_id": "service.instance.id",
+}
+"""Each ``system_info`` key of ``POST /v1/uploads/stream`` → the resource attribute it maps onto."""
 
 
 def _parse_pairs(text: str) -> dict[str, str]:
@@ -74,3 +84,17 @@ def detect_resource(
     if environment:
         resource["deployment.environment"] = environment
     return resource
+
+
+def system_info(resource: Mapping[str, Any]) -> dict[str, str]:
+    """The stream endpoint's ``system_info`` for ``resource`` (SPEC §1).
+
+    A key whose attribute the resource lacks is left out rather than sent empty:
+    ``service.namespace`` and ``service.instance.id`` are there only when
+    ``TRACERELAY_RESOURCE_ATTRIBUTES`` (or ``OTEL_RESOURCE_ATTRIBUTES``) sets them.
+    """
+    return {
+        key: str(resource[name])
+        for key, name in SYSTEM_INFO.items()
+        if resource.get(name) not in (None, "")
+    }

@@ -73,3 +73,33 @@ def test_split_batches_reuse_the_same_event_bytes(n: int) -> None:
     whole = orjson.loads(encoder.encode(events).body)["events"]
     assert halves[0] + halves[1] == whole
     assert all(a is b for a, b in zip(list(left) + list(right), events, strict=True))
+
+
+def test_a_stream_upload_is_one_event_beside_system_info_mapped_from_the_resource() -> None:
+    (event,) = finished_spans(1)
+    resource = {
+        **RESOURCE,
+        "service.namespace": "shop",
+        "service.instance.id": "pod-7",
+        "deployment.environment": "staging",
+    }
+    upload = Encoder(resource, environment="staging", min_size=10**9).encode_stream(event)
+    assert upload.stream and list(upload.events) == [event]
+    assert orjson.loads(upload.body) == {
+        "event": orjson.loads(event.data),
+        "system_info": {
+            "system_name": "checkout",
+            "system_id": "shop",
+            "system_instance_id": "pod-7",
+        },
+    }
+    assert not Encoder(RESOURCE).encode([event]).stream
+
+
+def test_a_large_stream_upload_is_gzipped_like_a_batch() -> None:
+    with capture() as spans:
+        with tracerelay.span("big", attributes={"text": "lorem ipsum " * 400}):
+            pass
+    upload = Encoder(RESOURCE).encode_stream(encode_event(spans[0]))
+    assert upload.compressed and upload.raw_size > len(upload.body)
+    assert orjson.loads(gzip.decompress(upload.body))["event"]["payload"]["name"] == "big"

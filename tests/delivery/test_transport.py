@@ -45,8 +45,9 @@ def test_batch_post_carries_auth_agent_and_encoding() -> None:
 def test_stream_post_wraps_one_event_with_system_info() -> None:
     seen: list[httpx.Request] = []
     transport = HttpTransport("http://127.0.0.1:4319", transport=recording_transport(seen))
-    event = orjson.dumps({"event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "event_type": "metric"})
-    transport.post_stream(event, {"system_name": "checkout"})
+    data = orjson.dumps({"event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "event_type": "metric"})
+    upload = Encoder({"service.name": "checkout"}).encode_stream(EncodedEvent("x" * 26, data))
+    transport.post(upload)
     body = orjson.loads(seen[0].content)
     assert seen[0].url.path == "/v1/uploads/stream"
     assert "authorization" not in seen[0].headers  # no key configured, none sent
@@ -54,6 +55,8 @@ def test_stream_post_wraps_one_event_with_system_info() -> None:
         "event": {"event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "event_type": "metric"},
         "system_info": {"system_name": "checkout"},
     }
+    transport.post(Encoder({}).encode([EncodedEvent("x" * 26, data)]))
+    assert seen[1].url.path == "/v1/telemetry/batch"
 
 
 def test_health_is_true_only_for_200() -> None:

@@ -1,11 +1,13 @@
-"""Request bodies for ``POST /v1/telemetry/batch``: events encoded once, batches spliced.
+"""Request bodies: events encoded once, spliced into batches or single stream uploads.
 
 Each record is encoded to JSON once, when the exporter takes it, and kept as
 bytes with its event id (``EncodedEvent``). A batch body is then those bytes
 joined inside the envelope with the resource (encoded once per client), so
 splitting a batch after a 413, resending only a 207's retryable events, or
 replaying from the spool never encodes an event twice — and the event id,
-fixed when the record was made, is the same on every attempt.
+fixed when the record was made, is the same on every attempt. A stream upload
+(``POST /v1/uploads/stream``, instant mode) is one event's bytes spliced in
+the same way beside ``system_info``, which is encoded once per client too.
 
 Compression: gzip when the body is at least ``min_size`` bytes and the
 compressed body is smaller than ``threshold`` × the raw one (0.8: it must save
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tracerelay.resource import system_info
 from tracerelay.serialization import dumps, envelope
 
 __all__ = ["EncodedBatch", "EncodedEvent", "Encoder", "encode_event"]
@@ -50,12 +53,17 @@ def encode_event(record: Any) -> EncodedEvent:
 
 @dataclass(frozen=True, slots=True)
 class EncodedBatch:
-    """A request body ready to send, and what it holds."""
+    """A request body ready to send, and what it holds.
+
+    ``stream`` is True for a single-event upload to ``/v1/uploads/stream``,
+    False for a ``/v1/telemetry/batch`` body.
+    """
 
     body: bytes
     headers: dict[str, str]
     raw_size: int
     events: Sequence[EncodedEvent]
+    stream: bool = False
 
     @property
     def compressed(self) -> bool:
@@ -64,7 +72,7 @@ class EncodedBatch:
 
 
 class Encoder:
-    """Builds batch bodies for one client: its resource and options fixed at construction."""
+    """Builds request bodies for one client: its resource and options fixed at construction."""
 
     def __init__(
         self,
@@ -83,6 +91,7 @@ class Encoder:
         if deduplication is not None:
             tail["deduplication"] = dict(deduplication)
         self._tail = b"]," + dumps(tail)[1:]
+        self._stream_tail = b',"system_info":' + dumps(system_info(resource)) + b"}"
         self._compress = compression == "gzip"
         self._threshold = threshold
         self._min_size = min_size
@@ -92,13 +101,19 @@ class Encoder:
         return b'{"events":[' + b",".join(e.data for e in events) + self._tail
 
     def encode(self, events: Sequence[EncodedEvent]) -> EncodedBatch:
-        """The body for ``events``, gzip-compressed when that pays."""
-        raw = self.body(events)
+        """The batch body for ``events``, gzip-compressed when that pays."""
+        return self._pack(self.body(events), events, stream=False)
+
+    def encode_stream(self, event: EncodedEvent) -> EncodedBatch:
+        """The stream upload of one event, ``{"event": ..., "system_info": ...}`` (SPEC §2)."""
+        return self._pack(b'{"event":' + event.data + self._stream_tail, (event,), stream=True)
+
+    def _pack(self, raw: bytes, events: Sequence[EncodedEvent], *, stream: bool) -> EncodedBatch:
         headers = {"Content-Type": "application/json"}
         if self._compress and len(raw) >= self._min_size:
             packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
             packed = packer.compress(raw) + packer.flush()
             if len(packed) < len(raw) * self._threshold:
                 headers["Content-Encoding"] = "gzip"
-                return EncodedBatch(packed, headers, len(raw), events)
-        return EncodedBatch(raw, headers, len(raw), events)
+                return EncodedBatch(packed, headers, len(raw), events, stream)
+        return EncodedBatch(raw, headers, len(raw), events, stream)

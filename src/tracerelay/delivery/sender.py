@@ -12,6 +12,11 @@
                                  ▼
                           replay the spool, oldest first
 
+In instant mode (``stream=True``) a request of one event — what the thread finds
+when spans end slower than a round trip — goes to ``/v1/uploads/stream``
+instead, answered through the same policy; whenever more wait, they leave
+together as a batch.
+
 Nothing here blocks the pipeline thread or traced code: ``enqueue`` takes a
 lock held only for list operations. Waits (backoff, Retry-After) happen on the
 sender's own thread and end early at shutdown, when whatever has not left is
@@ -32,7 +37,7 @@ import orjson
 from tracerelay._diagnostics import internal_error, logger, warn_once
 from tracerelay.delivery.aimd import Aimd
 from tracerelay.delivery.breaker import CircuitBreaker
-from tracerelay.delivery.encoding import EncodedEvent, Encoder
+from tracerelay.delivery.encoding import EncodedBatch, EncodedEvent, Encoder
 from tracerelay.delivery.policy import (
     Action,
     Backoff,
@@ -70,6 +75,7 @@ class Sender:
         spool: Spool | None = None,
         breaker: CircuitBreaker | None = None,
         durable: bool = False,
+        stream: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.transport = transport
@@ -81,6 +87,7 @@ class Sender:
         self.spool = spool
         self.breaker = breaker
         self.durable = durable and spool is not None
+        self.stream = stream
         self._clock = clock
         self._queue: deque[EncodedEvent] = deque()
         self._queued_bytes = 0
@@ -383,11 +390,11 @@ class Sender:
         return []
 
     def _post(self, events: list[EncodedEvent]) -> tuple[Outcome, httpx.Response | None]:
-        batch = self.encoder.encode(events)
+        batch = self._body(events)
         started = time.monotonic()
         self.counts["requests"] += 1
         try:
-            response = self.transport.post_batch(batch)
+            response = self.transport.post(batch)
         except httpx.TransportError as exc:
             self.counts["request_errors"] += 1
             logger.debug("tracerelay: batch of %d events failed: %r", len(events), exc)
@@ -400,6 +407,16 @@ class Sender:
         elif outcome.action is Action.RETRY:
             self.counts["request_errors"] += 1
         return outcome, response
+
+    def _body(self, events: list[EncodedEvent]) -> EncodedBatch:
+        """The request for ``events``: one event alone is a stream upload when ``stream``.
+
+        Only the endpoint and body differ; the answer (``{"event_id", "status"}``
+        with the same status codes) goes through the same policy as a batch's.
+        """
+        if self.stream and len(events) == 1:
+            return self.encoder.encode_stream(events[0])
+        return self.encoder.encode(events)
 
     def _breaker_open(self) -> bool:
         """True while the breaker is open and no probe is due yet."""
@@ -424,6 +441,8 @@ class Sender:
         duplicates = body.get("duplicate_events")
         if isinstance(duplicates, int) and duplicates > 0:
             self.counts["duplicates"] += duplicates
+        elif body.get("status") == "duplicate":  # a stream upload's answer
+            self.counts["duplicates"] += 1
         self.counts["delivered"] += len(events)
         self.counts["batches"] += 1
         with self._cond:

@@ -1,7 +1,9 @@
 """HTTP to the tracerelay server: one keep-alive connection pool per client, via httpx.
 
-The sender posts encoded batches through ``post_batch`` and single events
-through ``post_stream``; the circuit breaker probes ``health``. Timeouts are
+The sender posts encoded bodies through ``post``, which sends a batch body to
+``/v1/telemetry/batch`` and a single-event upload to ``/v1/uploads/stream``
+(``post_batch`` and ``post_stream`` name one endpoint each); the circuit
+breaker probes ``health``. Timeouts are
 separate for connecting, reading, writing and waiting for a pooled connection:
 a server that accepts connections but never answers is cut off by the read
 timeout, not left to hang. Failures come back as exceptions of httpx's
@@ -22,13 +24,11 @@ from __future__ import annotations
 
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
 
 import httpx
 
 from tracerelay._version import __version__
 from tracerelay.delivery.encoding import EncodedBatch
-from tracerelay.serialization import dumps
 
 __all__ = ["BATCH_PATH", "HEALTH_PATH", "STREAM_PATH", "HttpTransport"]
 
@@ -36,7 +36,6 @@ BATCH_PATH = "/v1/telemetry/batch"
 STREAM_PATH = "/v1/uploads/stream"
 HEALTH_PATH = "/health"
 _CONNECT_TIMEOUT_MAX = 5.0
-_JSON = "application/json"
 
 
 class HttpTransport:
@@ -73,14 +72,17 @@ class HttpTransport:
             proxy=_proxy_for(base),
         )
 
+    def post(self, body: EncodedBatch) -> httpx.Response:
+        """POST ``body`` to the endpoint it was encoded for; raises httpx's transport errors."""
+        return self.post_stream(body) if body.stream else self.post_batch(body)
+
     def post_batch(self, batch: EncodedBatch) -> httpx.Response:
-        """POST one batch body; raises httpx's transport errors on failure."""
+        """POST one batch body to ``/v1/telemetry/batch``."""
         return self._send("POST", self._urls[BATCH_PATH], batch.headers, batch.body)
 
-    def post_stream(self, event: bytes, system_info: Mapping[str, Any]) -> httpx.Response:
-        """POST one event to the stream endpoint (instant mode, one event at a time)."""
-        body = b'{"event":' + event + b',"system_info":' + dumps(dict(system_info)) + b"}"
-        return self._send("POST", self._urls[STREAM_PATH], {"Content-Type": _JSON}, body)
+    def post_stream(self, upload: EncodedBatch) -> httpx.Response:
+        """POST one event's upload (``Encoder.encode_stream``) to ``/v1/uploads/stream``."""
+        return self._send("POST", self._urls[STREAM_PATH], upload.headers, upload.body)
 
     def health(self) -> bool:
         """True when ``GET /health`` answers 200: the circuit breaker's cheap probe."""

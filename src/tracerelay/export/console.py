@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from tracerelay.announce import SpanStart
 from tracerelay.export import ExportResult
 from tracerelay.spans import Span
 
@@ -361,6 +362,8 @@ class ConsoleExporter:
             late: dict[str, _Trace] = {}
             others: list[Any] = []
             for record in records:
+                if type(record) is SpanStart:
+                    continue  # a running span's announce: the tree shows it once it ends
                 if not isinstance(record, Span):
                     others.append(record)
                 elif record.trace_id not in self._traces and record.trace_id in self._printed:

@@ -105,6 +105,7 @@ class HttpExporter:
             spool=self.spool,
             breaker=breaker,
             durable=config.durability == "disk",
+            stream=config.mode == "instant" and config.instant_endpoint == "stream",
         )
         self._stopped = False
         if self.spool is not None and _has_batches(self.spool.directory):

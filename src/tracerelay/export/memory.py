@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from tracerelay.announce import SpanStart
 from tracerelay.export import ExportResult
 from tracerelay.spans import Span
 
@@ -36,9 +37,9 @@ class InMemoryExporter:
 
     @property
     def spans(self) -> list[Span]:
-        """A copy of the exported spans only."""
+        """A copy of the exported spans only (finished ones: announces are in ``records``)."""
         with self._lock:
-            return [r for r in self._records if isinstance(r, Span)]
+            return [r for r in self._records if isinstance(r, Span) and type(r) is not SpanStart]
 
     def clear(self) -> None:
         """Forget what was exported."""

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 from tracerelay._version import __version__
 from tracerelay.mock._faults import Faults
 from tracerelay.mock._ingest import (
+    BATCH_PATH,
+    STREAM_PATH,
     RequestError,
     decode_body,
     error_body,
@@ -45,8 +47,6 @@ __all__ = ["BATCH_PATH", "POLL_INTERVAL_S", "STREAM_PATH", "MockHTTPServer"]
 
 _Request = socket.socket | tuple[bytes, socket.socket]
 
-BATCH_PATH = "/v1/telemetry/batch"
-STREAM_PATH = "/v1/uploads/stream"
 _GET_PATHS = frozenset({"/health", "/mock/stats", "/mock/events", "/mock/faults"})
 _POST_PATHS = frozenset({BATCH_PATH, STREAM_PATH, "/mock/reset", "/mock/faults"})
 _IDLE_TIMEOUT_S = 30.0
@@ -192,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
     # client's delayed ACK (about 40 ms a request).
     disable_nagle_algorithm = True
     server: MockHTTPServer
-    _counted = False
+    _counted: str | None = None  # the ingest path of a request not counted yet
 
     def log_message(self, format: str, *args: Any) -> None:
         # Quiet: the counters in /mock/stats are the log.
@@ -245,9 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(status, error_body(code, message, fix))
 
     def _count(self, outcome: str) -> None:
-        if self._counted:
-            self.server.mock._ledger.count_request(outcome)
-            self._counted = False
+        if self._counted is not None:
+            self.server.mock._ledger.count_request(outcome, self._counted)
+            self._counted = None
 
     def _abort(self) -> None:
         self.close_connection = True
@@ -346,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._route_missing(path, _POST_PATHS):
             return
         if path in (BATCH_PATH, STREAM_PATH):
-            self._counted = True
+            self._counted = path
             self._ingest(path)
         elif path == "/mock/reset":
             if self._discard_body():

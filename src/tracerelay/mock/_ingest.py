@@ -3,8 +3,12 @@
 Nothing here touches sockets. ``decode_body`` undoes ``Content-Encoding``
 within a size bound, ``parse_json`` reads the JSON, ``handle_batch`` and
 ``handle_stream`` validate it against SPEC §2 and record the valid events in a
-``Ledger``, returning the status and body to send. Unreadable input raises
-``RequestError``, which always carries a 4xx status: bad input never earns a 5xx.
+``Ledger``, returning the status and body to send. Both endpoints record alike:
+the same id check, the same counts, a repeat of an id is a duplicate whichever
+endpoint brought either copy; the ledger also keeps which endpoint each event
+came through and the identity the request carried (``resource`` or
+``system_info``). Unreadable input raises ``RequestError``, which always
+carries a 4xx status: bad input never earns a 5xx.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from tracerelay.mock._faults import FAULT_KINDS
 from tracerelay.records import EVENT_TYPES
 
 __all__ = [
+    "BATCH_PATH",
     "EVENT_TYPES",
+    "STREAM_PATH",
     "Ledger",
     "RequestError",
     "decode_body",
@@ -37,6 +43,9 @@ __all__ = [
 # A ULID: 26 Crockford base-32 digits, the first at most 7 (128 bits). Lowercase is
 # tolerated, as the ULID spec asks of decoders; ids are recorded uppercased.
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.IGNORECASE)
+
+BATCH_PATH = "/v1/telemetry/batch"
+STREAM_PATH = "/v1/uploads/stream"
 
 
 def error_body(code: str, message: str, fix: str) -> dict[str, str]:
@@ -130,7 +139,7 @@ def _bad_event(event_id: object, code: str, details: str) -> dict[str, Any]:
 
 
 def check_event(event: object) -> tuple[str, dict[str, Any]] | dict[str, Any]:
-    """(event id, payload) for a valid event, else its SPEC §2 error entry."""
+    """(event id, the event) for a valid event, else its SPEC §2 error entry."""
     if not isinstance(event, dict):
         return _bad_event(None, "invalid_event", f"expected an object, got {type(event).__name__}")
     event_id = event.get("event_id")
@@ -150,40 +159,60 @@ def check_event(event: object) -> tuple[str, dict[str, Any]] | dict[str, Any]:
     payload = event.get("payload")
     if not isinstance(payload, dict):
         return _bad_event(event_id, "invalid_payload", "payload: expected an object")
-    return event_id.upper(), payload
+    return event_id.upper(), event
 
 
 class Ledger:
     """Everything the mock server has counted and received; safe to use from any thread.
 
-    Memory grows with the number of distinct event ids (one count and the last
-    payload each); every other counter is keyed by a bounded set of names.
+    Memory grows with the number of distinct event ids (one count, the last
+    payload, its type and how it arrived, each); every other counter is keyed by
+    a bounded set of names.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._received: dict[str, int] = {}
         self._payloads: dict[str, dict[str, Any]] = {}
+        self._types: dict[str, str] = {}
+        self._arrivals: dict[str, dict[str, Any]] = {}
         self._requests: Counter[str] = Counter()
+        self._requests_by_path: Counter[str] = Counter()
+        self._events_by_path: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._deliveries = 0
 
-    def record(self, events: Iterable[tuple[str, dict[str, Any]]]) -> list[bool]:
-        """Record valid events in order; for each, whether its id had been seen before."""
+    def record(
+        self,
+        events: Iterable[tuple[str, dict[str, Any]]],
+        arrival: dict[str, Any] | None = None,
+    ) -> list[bool]:
+        """Record valid events (id, event) in order; for each, whether its id was seen before.
+
+        ``arrival`` says how they came (``{"path": ..., "resource": ...}`` or
+        ``{"path": ..., "system_info": ...}``); one dict shared by a request's events.
+        """
+        arrival = arrival if arrival is not None else {"path": None}
+        path = str(arrival.get("path"))
         seen = []
         with self._lock:
-            for event_id, payload in events:
+            for event_id, event in events:
                 count = self._received.get(event_id, 0)
                 self._received[event_id] = count + 1
-                self._payloads[event_id] = payload
+                self._payloads[event_id] = event["payload"]
+                self._types[event_id] = event["event_type"]
+                self._arrivals[event_id] = arrival
+                self._events_by_path[path] += 1
                 self._deliveries += 1
                 seen.append(count > 0)
         return seen
 
-    def count_request(self, outcome: str) -> None:
-        """Count one ingest request by its status code, or ``"reset"`` when cut off."""
+    def count_request(self, outcome: str, path: str | None = None) -> None:
+        """Count one ingest request by its status code (``"reset"`` when cut off) and path."""
         with self._lock:
             self._requests[outcome] += 1
+            if path is not None:
+                self._requests_by_path[path] += 1
 
     def count_fault(self, kind: str) -> None:
         """Count one injected fault of ``kind`` (a ``FAULT_KINDS`` entry)."""
@@ -200,17 +229,29 @@ class Ledger:
         with self._lock:
             return dict(self._payloads)
 
+    def event_types(self) -> dict[str, str]:
+        """Event id → the ``event_type`` of its latest delivery (a copy)."""
+        with self._lock:
+            return dict(self._types)
+
+    def arrivals(self) -> dict[str, dict[str, Any]]:
+        """Event id → how its latest delivery came: endpoint path and identity (a copy)."""
+        with self._lock:
+            return {event_id: dict(how) for event_id, how in self._arrivals.items()}
+
     def stats(self) -> dict[str, Any]:
         """The counters, as ``GET /mock/stats`` returns them."""
         with self._lock:
             unique = len(self._received)
             return {
                 "requests_by_status": dict(sorted(self._requests.items())),
+                "requests_by_path": dict(sorted(self._requests_by_path.items())),
                 "requests_total": sum(self._requests.values()),
                 "faults_injected": {kind: self._faults[kind] for kind in FAULT_KINDS},
                 "events_received": unique,
                 "duplicates_received": self._deliveries - unique,
                 "event_deliveries": self._deliveries,
+                "event_deliveries_by_path": dict(sorted(self._events_by_path.items())),
             }
 
     def reset(self) -> None:
@@ -218,7 +259,11 @@ class Ledger:
         with self._lock:
             self._received.clear()
             self._payloads.clear()
+            self._types.clear()
+            self._arrivals.clear()
             self._requests.clear()
+            self._requests_by_path.clear()
+            self._events_by_path.clear()
             self._faults.clear()
             self._deliveries = 0
 
@@ -270,7 +315,7 @@ def handle_batch(ledger: Ledger, data: Any) -> tuple[int, dict[str, Any]]:
             valid.append(checked)
         else:
             errors.append(checked)
-    seen = ledger.record(valid)
+    seen = ledger.record(valid, {"path": BATCH_PATH, "resource": data.get("resource")})
     duplicate_ids = [
         event_id for (event_id, _), again in zip(valid, seen, strict=True) if again and dedup
     ]
@@ -303,7 +348,9 @@ def handle_stream(ledger: Ledger, data: Any) -> tuple[int, dict[str, Any]]:
         raise RequestError(
             400, checked["error"], checked["details"], "send one event as SPEC §2 describes"
         )
-    (again,) = ledger.record([checked])
+    (again,) = ledger.record(
+        [checked], {"path": STREAM_PATH, "system_info": data.get("system_info")}
+    )
     return 200, {"event_id": checked[0], "status": "duplicate" if again else "processed"}
 
 
@@ -312,8 +359,10 @@ def format_stats(stats: dict[str, Any]) -> list[str]:
     requests = stats["requests_by_status"]
     by_status = ", ".join(f"{status} ×{count}" for status, count in requests.items())
     faults = ", ".join(f"{kind} ×{n}" for kind, n in stats["faults_injected"].items() if n)
+    paths = ", ".join(f"{path} ×{count}" for path, count in stats["requests_by_path"].items())
     return [
         f"requests: {stats['requests_total']}" + (f" ({by_status})" if by_status else ""),
+        f"endpoints: {paths or 'none'}",
         f"faults injected: {faults or 'none'}",
         f"events: {stats['events_received']} unique, {stats['duplicates_received']} duplicate "
         f"deliveries, {stats['event_deliveries']} deliveries in all",

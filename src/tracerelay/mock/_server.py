@@ -166,13 +166,31 @@ class MockServer:
         """Event id → the payload of the latest valid delivery of that event (a copy)."""
         return self._ledger.payloads()
 
+    @property
+    def event_types(self) -> dict[str, str]:
+        """Event id → the ``event_type`` of the latest valid delivery of that event (a copy)."""
+        return self._ledger.event_types()
+
+    @property
+    def arrivals(self) -> dict[str, dict[str, Any]]:
+        """Event id → how the latest valid delivery of that event came (a copy).
+
+        ``{"path": "/v1/telemetry/batch", "resource": {...}}`` for a batch,
+        ``{"path": "/v1/uploads/stream", "system_info": {...}}`` for a stream
+        upload; the identity is None when the request carried none.
+        """
+        return self._ledger.arrivals()
+
     def stats(self) -> dict[str, Any]:
         """Counters of ingest requests, faults and events: what ``GET /mock/stats`` returns.
 
         Keys: ``requests_by_status`` (status code, or ``"reset"`` when the connection was
-        cut, → count), ``requests_total``, ``faults_injected`` (kind → count),
-        ``events_received`` (distinct ids), ``duplicates_received`` (deliveries of an
-        id already seen) and ``event_deliveries`` (all valid events recorded).
+        cut, → count), ``requests_by_path`` (ingest endpoint → count), ``requests_total``,
+        ``faults_injected`` (kind → count), ``events_received`` (distinct ids),
+        ``duplicates_received`` (deliveries of an id already seen), ``event_deliveries``
+        (all valid events recorded) and ``event_deliveries_by_path`` (endpoint → count).
+        Both endpoints count alike: an id first sent in a batch and again as a stream
+        upload is one event delivered twice.
         """
         return self._ledger.stats()
 

@@ -13,7 +13,9 @@ meaning survives the repair, and dropped (``None``; the pipeline counts it under
   the span shows as a root instead of vanishing. An end before the start (a
   clock stepped back) becomes the start, the difference kept in
   ``tracerelay.clock_skew_ns``; an end that is not an integer at all becomes the
-  start too, its value kept in ``tracerelay.invalid_end_time``. An empty or
+  start too, its value kept in ``tracerelay.invalid_end_time`` — except in a
+  running span's announce (``SpanStart``, instant mode), which has no end by
+  design. An empty or
   non-text name or type becomes the value's text, or else ``"unnamed"`` and
   ``"span"``; an unknown kind ``"internal"``; an unknown status code ``"unset"``
   (its message is kept).
@@ -32,6 +34,7 @@ import math
 import re
 from typing import Any
 
+from tracerelay.announce import SpanStart
 from tracerelay.ids import INVALID_SPAN_ID, INVALID_TRACE_ID, is_valid_span_id, is_valid_trace_id
 from tracerelay.jsonsafe import safe_repr
 from tracerelay.records import Score
@@ -97,7 +100,9 @@ class ValidationProcessor:
         elif parent is not None and parent == span_id:
             _drop_parent(span, parent)
         end: Any = span.end_time_unix_nano
-        if type(end) is not int or not start <= end <= _I64_MAX:
+        if (type(end) is not int or not start <= end <= _I64_MAX) and (
+            end is not None or type(span) is not SpanStart
+        ):
             _repair_end(span, start, end)
         name, type_, message = span.name, span.type, span.status_message
         try:
