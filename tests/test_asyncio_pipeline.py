@@ -33,7 +33,11 @@ def test_draining_twenty_thousand_spans_never_holds_the_loop_long() -> None:
 
     async def main() -> tuple[float, float]:
         client = tracerelay.init(
-            asyncio=True, exporters=[exporter], batch_flush_interval=60, environ={}
+            asyncio=True,
+            exporters=[exporter],
+            batch_flush_interval=60,
+            max_queue_size=SPANS,
+            environ={},
         )
         await client.start()
         make_spans(SPANS)  # no await: all queued before the task may run

@@ -182,3 +182,24 @@ def test_the_pipeline_waits_for_a_backlogged_exporter_and_parks_meanwhile(
     assert pipeline.flush(timeout=30)
     assert len(exporter.spans) == 2_000
     pipeline.shutdown(timeout=1)
+
+
+def test_at_its_hard_cap_the_queue_is_parked_by_the_caller_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    exporter = Backlogged()
+    overflow = Overflow(str(tmp_path), max_bytes=1 << 28)
+    pipeline = BackgroundPipeline(
+        [], [exporter], max_queue_size=300, batch_size=50, flush_interval=0.05, overflow=overflow
+    )
+    spans = _spans(10_000)
+    longest = 0
+    for span in spans:  # all at once: far faster than the thread can park them
+        pipeline.submit(span)
+        longest = max(longest, len(pipeline._queue))
+    assert longest <= 2 * 300
+    assert pipeline.stats()["dropped"] == {}
+    exporter.full.clear()
+    assert pipeline.flush(timeout=30)
+    assert sorted(s.span_id for s in exporter.spans) == sorted(s.span_id for s in spans)
+    pipeline.shutdown(timeout=1)

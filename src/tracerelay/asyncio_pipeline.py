@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 from tracerelay._diagnostics import internal_error
-from tracerelay.pipeline import _BACKLOG_WAIT_S, _CLOCK_RESYNC_S, BackgroundPipeline
+from tracerelay.pipeline import _BACKLOG_WAIT_S, _CLOCK_RESYNC_S, BackgroundPipeline, _take
 from tracerelay.spans import resync_clock
 
 __all__ = ["AsyncioPipeline"]
@@ -174,10 +174,12 @@ class AsyncioPipeline(BackgroundPipeline):
                 if overflow is not None and len(queue) > self._spill_at:
                     self._spill(overflow)
                 if queue:
-                    popleft = queue.popleft
-                    batch = [popleft() for _ in range(min(len(queue), self._batch_size))]
+                    batch = _take(queue, self._batch_size)
+                elif overflow is not None:
+                    with self._overflow_lock:
+                        batch = overflow.take(self._batch_size)
                 else:
-                    batch = overflow.take(self._batch_size) if overflow is not None else []
+                    batch = []
                 if batch:
                     self._export(batch)
             finally:

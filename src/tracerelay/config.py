@@ -290,11 +290,11 @@ class Config:
     min_batch_size: int = _opt("int", 10, "Smallest adaptive batch.", "delivery", lo=1, hi=1000)
     max_batch_size: int = _opt("int", 500, "Largest adaptive batch.", "delivery", lo=1, hi=1000)
     max_queue_size: int = _opt(
-        "int", 20_000, "Records held in memory before overflow.", "delivery", lo=1, hi=10_000_000
+        "int", 10_000, "Records held in memory before overflow.", "delivery", lo=1, hi=10_000_000
     )
     max_queue_bytes: int = _opt(
         "bytes",
-        16 * _MB,
+        8 * _MB,
         "Encoded bytes waiting for the network.",
         "delivery",
         lo=_MB,
