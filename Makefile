@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/serialization.py
 	$(PY) bench/redaction.py
 	$(PY) bench/delivery.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
