@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 from tracerelay._diagnostics import internal_error
-from tracerelay.pipeline import _BACKLOG_WAIT_S, _CLOCK_RESYNC_S, BackgroundPipeline, _take
+from tracerelay.pipeline import _BACKLOG_WAIT_S, _CLOCK_RESYNC_S, BackgroundPipeline
 from tracerelay.spans import resync_clock
 
 __all__ = ["AsyncioPipeline"]
@@ -105,8 +105,10 @@ class AsyncioPipeline(BackgroundPipeline):
             if self._task_alive() or self._closed or self._abandoned:
                 return
             event = asyncio.Event()
-            if len(self._queue) >= self._normal_wake_at:
-                event.set()  # a backlog from before the loop ran: drain it now
+            if len(self._queue) >= self._normal_wake_at or self._pending:
+                # A backlog from before the loop ran, or records an earlier run kept
+                # at exit: drain them now.
+                event.set()
             self._signal.target = (loop, event)
             self._signalled = False
             # An empty context: the task must not run inside the span whose end started it.
@@ -161,7 +163,7 @@ class AsyncioPipeline(BackgroundPipeline):
         """
         queue, overflow = self._queue, self._overflow
         lock = self._export_lock
-        while queue or overflow:
+        while queue or overflow or self._pending:
             if deadline is not None and time.monotonic() > deadline:
                 return False
             if self._backlogged():  # as the thread does: wait for the exporter
@@ -173,17 +175,15 @@ class AsyncioPipeline(BackgroundPipeline):
             try:
                 if overflow is not None and len(queue) > self._spill_at:
                     self._spill(overflow)
-                if queue:
-                    batch = _take(queue, self._batch_size)
-                elif overflow is not None:
-                    with self._overflow_lock:
-                        batch = overflow.take(self._batch_size)
-                else:
-                    batch = []
+                if self._pending is not None and not queue and not overflow:
+                    self._pending.adopt()  # once: a dead process's kept records too
+                batch = self._next_batch()
                 if batch:
                     self._export(batch)
             finally:
                 lock.release()
+            if not batch and not queue and not overflow:
+                break  # the pending files ran out of readable records
             await asyncio.sleep(0)
         return True
 

@@ -326,8 +326,10 @@ def _spool(args: argparse.Namespace) -> int:
         if not args.yes:
             _error("purge deletes undelivered data; run again with --yes to confirm")
             return 2
-        files, events = purge(directory)
+        files, events, kept = purge(directory)
         print(f"purged {files} batches ({events} events) from {directory}")
+        if kept:
+            print(f"purged {kept} records kept unprocessed at an exit")
         return 0
 
     def bar(done: int, total: int, events: int) -> None:
@@ -352,6 +354,12 @@ def _spool(args: argparse.Namespace) -> int:
     print(
         f"replayed {result.batches_sent} batches ({result.events_sent} events) to {config.endpoint}"
     )
+    kept = inspect_spool(directory)["pending_records"]
+    if kept:
+        print(
+            f"{kept} records kept unprocessed at an exit are left: the app processes "
+            "and sends them at its next start"
+        )
     if result.held_by_running:
         print(f"{result.held_by_running} batches belong to running processes; they send their own")
     if result.batches_left:
@@ -372,12 +380,17 @@ def _print_spool(summary: dict[str, Any]) -> None:
         f"  {summary['files']} batches, {summary['events']} events, {summary['bytes']} bytes"
         f"; {summary['corrupt']} corrupt set aside"
     )
+    if summary["pending_records"]:
+        print(
+            f"  {summary['pending_records']} records kept unprocessed at an exit "
+            f"({summary['pending_files']} files): the app processes and sends them "
+            "at its next start"
+        )
     for owner, info in sorted(summary["owners"].items()):
         state = "running" if info["alive"] else "gone (replay or the next start sends these)"
-        print(
-            f"  {owner}: {info['files']} batches, {info['events']} events, oldest "
-            f"{info['oldest_age']:.0f} s ago, {state}"
-        )
+        age = info["oldest_age"]
+        oldest = "" if age is None else f", oldest {age:.0f} s ago"
+        print(f"  {owner}: {info['files']} batches, {info['events']} events{oldest}, {state}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

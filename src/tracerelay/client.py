@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracerelay._diagnostics import warn_once
 from tracerelay.announce import Announcer
@@ -27,6 +27,9 @@ from tracerelay.processing import Processor, build_processors
 from tracerelay.records import EVENT_TYPES, RawEvent, Record
 from tracerelay.resource import detect_resource
 from tracerelay.tracer import AnnouncingTracer, Tracer
+
+if TYPE_CHECKING:
+    from tracerelay.pending import Pending
 
 __all__ = ["EVENT_TYPES", "Client", "ClientBase"]
 
@@ -103,7 +106,12 @@ class ClientBase:
                 instant=config.mode == "instant",
                 overflow=_overflow_for(self.exporters, config),
                 announcer=self._announcer,
+                pending=_pending_for(self.exporters),
             )
+            if any(getattr(e, "pending_at_start", False) for e in self.exporters):
+                # Records an earlier run kept at exit are processed now, not at the
+                # first span (tracerelay.pending).
+                background.start()
             if self._announcer is not None:
                 # The first span may be a long one: the thread that announces must be there.
                 background.start()
@@ -156,11 +164,16 @@ class ClientBase:
         announce is a record of its own); ``items_processed`` those that
         reached the server (with an HTTP exporter) or the exporters (without);
         ``items_dropped`` those lost, by reason in ``dropped_by_reason``;
-        ``items_spooled`` those waiting on disk.
+        ``items_spooled`` those waiting on disk: batches the server has not taken
+        yet, and records kept unprocessed at shutdown for the next start
+        (``items_kept``, also counted in ``items_created``).
         """
         stats = self.pipeline.stats()
         dropped = dict(stats["dropped"])
-        created = stats["processed"] + sum(dropped.values()) + stats["queued"]
+        kept = stats.get("kept", 0)
+        # Records an earlier run kept and this one processed were not made here.
+        restored = stats.get("restored", 0) + dropped.get("pending_unreadable", 0)
+        created = stats["processed"] + sum(dropped.values()) + stats["queued"] + kept - restored
         uptime = max(time.monotonic() - self._started, 1e-9)
         metrics: dict[str, Any] = {
             "queue_depth": stats["queued"],
@@ -168,7 +181,8 @@ class ClientBase:
             "items_processed": stats["processed"],
             "items_failed": stats["failed"],
             "items_dropped": sum(dropped.values()),
-            "items_spooled": 0,
+            "items_spooled": kept,
+            "items_kept": kept,
             "duplicates": 0,
             "batches_processed": stats["batches"],
             "avg_batch_size": stats["processed"] / stats["batches"] if stats["batches"] else 0.0,
@@ -189,8 +203,8 @@ class ClientBase:
             if sent["items_dropped"]:
                 dropped["delivery"] = sent["items_dropped"]
                 metrics["items_dropped"] += sent["items_dropped"]
+            metrics["items_spooled"] += sent["items_spooled"]
             for key in (
-                "items_spooled",
                 "duplicates",
                 "batches_processed",
                 "avg_batch_size",
@@ -224,6 +238,21 @@ class Client(ClientBase):
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout`` (default ``shutdown_timeout``) and release exporters."""
         return self._shutdown_now(timeout)
+
+
+def _pending_for(exporters: Iterable[Exporter]) -> Pending | None:
+    """Where records the pipeline has not processed at exit are kept: the first
+    exporter's spool, if any has one."""
+    for exporter in exporters:
+        spool = getattr(exporter, "spool", None)
+        if spool is not None:
+            # Imported here: only exporters with a spool (the HTTP one) need it.
+            from tracerelay.delivery.spool import Spool
+            from tracerelay.pending import Pending
+
+            if isinstance(spool, Spool):
+                return Pending(spool)
+    return None
 
 
 def _overflow_for(exporters: Iterable[Exporter], config: Config) -> Overflow | None:

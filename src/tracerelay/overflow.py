@@ -26,16 +26,18 @@ and stays in memory.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import struct
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tracerelay.ids import new_event_ids
 from tracerelay.spans import Span
 
-__all__ = ["Overflow"]
+__all__ = ["FrameReader", "Overflow", "frames_of"]
 
 _LENGTH = struct.Struct("<I")
 _SPAN, _OTHER = 0, 1
@@ -69,28 +71,15 @@ class Overflow:
         return self._written - self._disk_pos + len(self._buffer)
 
     def park(self, records: Iterable[Any]) -> list[Any]:
-        """Append ``records``; returns those refused (unpicklable, or the file is full)."""
-        refused: list[Any] = []
-        frames: list[bytes] = []
-        size = self.size
+        """Append ``records``; returns those refused (unpicklable, or the file is full).
+
+        Each record gets its event id here if it has none yet, so a record that is
+        parked, kept at exit and processed by the next run keeps one id throughout.
+        """
         records_list = list(records)
-        for record in records_list:
-            try:
-                if type(record) is Span:
-                    blob = pickle.dumps((_SPAN, record.state()), 5)
-                else:
-                    blob = pickle.dumps((_OTHER, record), 5)
-            except Exception:
-                refused.append(record)
-                continue
-            if size + len(blob) + 4 > self.max_bytes:
-                refused.append(record)
-                continue
-            frames.append(_LENGTH.pack(len(blob)))
-            frames.append(blob)
-            size += len(blob) + 4
+        frames, refused = frames_of(records_list, self.max_bytes - self.size)
         if frames:
-            data, start = b"".join(frames), self._written
+            data, start = frames, self._written
             fd, view = self._file.fileno(), memoryview(data)
             try:
                 while view:
@@ -99,10 +88,21 @@ class Overflow:
                 # Disk full, say: none of these is parked; the caller keeps them all.
                 return records_list
             self._written = start + len(data)
-            parked = len(frames) // 2
+            parked = len(records_list) - len(refused)
             self._count += parked
             self.parked_total += parked
         return refused
+
+    def rest(self) -> tuple[int, bytes]:
+        """``(count, frames)`` of every parked record not yet taken, and forget them."""
+        count = self._count
+        unread = self._written - self._disk_pos
+        data = self._buffer
+        if unread:
+            data += os.pread(self._file.fileno(), unread, self._disk_pos)
+        self._count = 0
+        self._reset()
+        return count, data
 
     def take(self, n: int) -> list[Any]:
         """Up to ``n`` parked records, oldest first, rebuilt."""
@@ -125,7 +125,7 @@ class Overflow:
                 kind, value = pickle.loads(memoryview(buffer)[offset + 4 : offset + need])
                 offset += need
                 self._count -= 1
-                out.append(Span.from_state(value) if kind == _SPAN else value)
+                out.append(_rebuild(kind, value))
         except Exception:
             # Only a failing disk gets here: what cannot be read back is lost, counted.
             self.lost += self._count
@@ -147,3 +147,95 @@ class Overflow:
         """Forget what is parked (the file is anonymous: closing deletes it)."""
         self._count = 0
         self._file.close()
+
+
+def frames_of(records: Sequence[Any], max_bytes: int) -> tuple[bytes, list[Any]]:
+    """The frames of ``records``, up to ``max_bytes`` of them, and the records refused
+    (unpicklable, or past the limit). Records without an event id get one first."""
+    unnamed = [r for r in records if getattr(r, "event_id", "") is None]
+    for record, event_id in zip(unnamed, new_event_ids(len(unnamed)), strict=True):
+        record.event_id = event_id
+    refused: list[Any] = []
+    frames: list[bytes] = []
+    size = 0
+    for record in records:
+        try:
+            if type(record) is Span:
+                blob = pickle.dumps((_SPAN, record.state()), 5)
+            else:
+                blob = pickle.dumps((_OTHER, record), 5)
+        except Exception:
+            refused.append(record)
+            continue
+        if size + len(blob) + 4 > max_bytes:
+            refused.append(record)
+            continue
+        frames.append(_LENGTH.pack(len(blob)))
+        frames.append(blob)
+        size += len(blob) + 4
+    return b"".join(frames), refused
+
+
+class FrameReader:
+    """The records of ``frames_of`` output from a file another run wrote, read in order.
+
+    The file may have been changed by someone else, so frames are unpickled with
+    only the types a record holds allowed (``_SafeUnpickler``): a frame naming
+    anything else, or damaged, is skipped and counted in ``unreadable``; frames
+    cut short end the reading (counted too).
+    """
+
+    def __init__(self, count: int, data: bytes) -> None:
+        self._data = data
+        self._offset = 0
+        self.left = count  # records not yet read, as the file declares
+        self.unreadable = 0
+
+    def take(self, n: int) -> list[Any]:
+        """Up to ``n`` more records; fewer (or none) once the frames end."""
+        data = self._data
+        out: list[Any] = []
+        while len(out) < n and self.left > 0:
+            offset = self._offset
+            fits = offset + 4 <= len(data)
+            end = offset + 4 + _LENGTH.unpack_from(data, offset)[0] if fits else len(data) + 1
+            if end > len(data):
+                self.unreadable += self.left  # declared, but not there
+                self.left = 0
+                break
+            self._offset, self.left = end, self.left - 1
+            try:
+                kind, value = _SafeUnpickler(io.BytesIO(data[offset + 4 : end])).load()
+                out.append(_rebuild(kind, value))
+            except Exception:
+                self.unreadable += 1
+        return out
+
+    def rest(self) -> tuple[int, bytes]:
+        """``(count, frames)`` not read yet, to be kept again as they are."""
+        return self.left, self._data[self._offset :] if self.left else b""
+
+
+# The types a parked record may hold: tracerelay's records, and the standard types
+# attribute values and payloads commonly carry. Anything else named in a file from disk
+# is refused rather than imported (unpickling may call what it names).
+_SAFE_TYPES = {
+    "builtins": {"set", "frozenset", "complex", "bytearray", "slice", "range"},
+    "collections": {"OrderedDict", "defaultdict", "deque", "Counter"},
+    "datetime": {"date", "time", "datetime", "timedelta", "timezone"},
+    "decimal": {"Decimal"},
+    "fractions": {"Fraction"},
+    "uuid": {"UUID", "SafeUUID"},
+    "tracerelay.records": {"Score", "Event", "MetricPoint", "TraceUpdate", "RawEvent"},
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name not in _SAFE_TYPES.get(module, ()):
+            raise pickle.UnpicklingError(f"{module}.{name} is not a type a record holds")
+        return super().find_class(module, name)
+
+
+def _rebuild(kind: int, value: Any) -> Any:
+    return Span.from_state(value) if kind == _SPAN else value

@@ -43,6 +43,7 @@ from tracerelay.spans import Span, resync_clock
 
 if TYPE_CHECKING:
     from tracerelay.announce import Announcer
+    from tracerelay.pending import Pending
 
 __all__ = ["BackgroundPipeline", "Pipeline", "SyncPipeline"]
 
@@ -230,10 +231,12 @@ class BackgroundPipeline(Pipeline):
         instant: bool = False,
         overflow: Overflow | None = None,
         announcer: Announcer | None = None,
+        pending: Pending | None = None,
     ) -> None:
         super().__init__(processors, exporters)
         self._queue: deque[Any] = deque()
         self._overflow = overflow
+        self._pending = pending
         self._overflow_lock = threading.Lock()  # park/take: the thread, or a caller at the cap
         self._backlog_checks = [
             check for e in self.exporters if callable(check := getattr(e, "backlogged", None))
@@ -322,9 +325,16 @@ class BackgroundPipeline(Pipeline):
         return len(self._queue) + (len(overflow) if overflow is not None else 0)
 
     def stats(self) -> dict[str, Any]:
-        """``Pipeline.stats`` plus ``overflowed``: records parked on disk so far."""
+        """``Pipeline.stats`` plus ``overflowed`` (records parked on disk so far), ``kept``
+        (records written unprocessed at shutdown, for the next start: ``tracerelay.pending``)
+        and ``restored`` (such records read back by this pipeline)."""
         stats = super().stats()
         stats["overflowed"] = self._overflow.parked_total if self._overflow is not None else 0
+        pending = self._pending
+        stats["kept"] = pending.kept if pending is not None else 0
+        stats["restored"] = pending.restored if pending is not None else 0
+        if pending is not None and pending.unreadable:
+            stats["dropped"]["pending_unreadable"] = pending.unreadable
         return stats
 
     def start(self) -> None:
@@ -343,6 +353,14 @@ class BackgroundPipeline(Pipeline):
             self._thread = thread
 
     def _run(self) -> None:
+        pending = self._pending
+        if pending is not None:
+            # Records an earlier run kept at exit (its own, or a dead process's) are
+            # processed as soon as the thread starts, not at the first wake-up.
+            with self._export_lock:
+                pending.adopt()
+            if pending:
+                self._wake.set()
         while not self._abandoned:
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -370,7 +388,7 @@ class BackgroundPipeline(Pipeline):
         passed first. ``spill``: park what is beyond ``_spill_at`` (the thread does;
         a flush, which wants everything processed now, does not)."""
         queue, overflow = self._queue, self._overflow
-        while queue or overflow:
+        while queue or overflow or self._pending:
             if deadline is not None and time.monotonic() > deadline:
                 return False
             if spill and self._closed:
@@ -388,17 +406,26 @@ class BackgroundPipeline(Pipeline):
                 if self._abandoned:
                     return False
                 continue
-            if queue:
-                # Only the holder of the export lock takes from the head of the queue,
-                # so the records counted here are there to pop.
-                batch = _take(queue, self._batch_size)
-            else:
-                assert overflow is not None
-                with self._overflow_lock:
-                    batch = overflow.take(self._batch_size)
+            batch = self._next_batch()
             if batch:
                 self._export(batch)
+            elif not queue and not overflow:
+                break  # the pending files ran out of readable records
         return True
+
+    def _next_batch(self) -> list[Any]:
+        """The next batch to process, with the export lock held: from the queue, else
+        the overflow file, else the pending files an earlier exit left."""
+        if self._queue:
+            # Only the holder of the export lock takes from the head of the queue,
+            # so the records counted here are there to pop.
+            return _take(self._queue, self._batch_size)
+        if self._overflow:
+            with self._overflow_lock:
+                return self._overflow.take(self._batch_size)
+        if self._pending:
+            return self._pending.take(self._batch_size)
+        return []
 
     def _backlogged(self) -> bool:
         """True when an exporter says it holds more than it should take in now."""
@@ -439,9 +466,11 @@ class BackgroundPipeline(Pipeline):
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout``, stop the thread, shut the exporters down.
 
-        Records the flush could not reach before the deadline are counted as
-        dropped (``shutdown_deadline``): the process is exiting, and saying so is
-        the least owed. Raise ``shutdown_timeout`` if this count is not zero.
+        Records the flush could not reach before the deadline are written raw to
+        the spool (``tracerelay.pending``; a few ms for a full queue), processed and
+        sent at the next start. Without a spool, or should that write fail, they
+        are counted as dropped (``shutdown_deadline``): the process is exiting, and
+        saying so is the least owed.
         """
         done = self.flush(timeout)
         self._closed = True  # the thread stops draining at its next batch
@@ -450,14 +479,24 @@ class BackgroundPipeline(Pipeline):
         with self._export_lock:
             # With the lock held the thread is not in the middle of an export, so no
             # batch can reach an exporter after it has been shut down.
-            left = self.queued()
+            left = list(self._queue)
             self._queue.clear()
+            lost = len(left)
             with self._overflow_lock:
-                if self._overflow is not None:
-                    self._overflow.close()
+                overflow = self._overflow
+                if self._pending is not None:
+                    try:
+                        _, lost = self._pending.keep(left, overflow)
+                    except Exception as exc:
+                        internal_error("pipeline.keep", exc)
+                        lost += len(overflow) if overflow is not None else 0
+                elif overflow is not None:
+                    lost += len(overflow)
+                if overflow is not None:
+                    overflow.close()
             self._shutdown_exporters()
-        if left:
-            self._count_drop("shutdown_deadline", left)
+        if lost:
+            self._count_drop("shutdown_deadline", lost)
         return done
 
     def abandon(self) -> None:
@@ -468,8 +507,10 @@ class BackgroundPipeline(Pipeline):
         self._wake_at = 0
         self._queue.clear()
         # The overflow file's descriptor is shared with the parent: never touch the
-        # file from here. The parent's records in it are the parent's to send.
+        # file from here. The parent's records in it are the parent's to send, and so
+        # are the pending files its pipeline was reading.
         self._overflow = None
+        self._pending = None
 
 
 def _take(queue: deque[Any], n: int) -> list[Any]:

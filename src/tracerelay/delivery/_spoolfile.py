@@ -17,6 +17,12 @@ line, never an event. Decompression stops at the declared length, which may be
 at most what deflate can reach from the stored length, so a damaged or hostile
 file cannot make the reader allocate more than an honest one would.
 
+A pending file (``.raw``, see ``tracerelay.pending``) holds records a process
+had not yet processed when it exited: a 28-byte header, little-endian, ``TRPR``,
+version (u16, 1), flags (u16, 0), created_ns (u64), record count (u32), frames'
+length (u64), then a CRC32 of header and frames, and the frames as the overflow
+file writes them.
+
 Version 1 (the previous release) had a 28-byte header whose flags field was 0
 and no uncompressed length; its payload was orjson of ``{"events", "reason",
 "attempts", "created", "meta"}``. Such files are still read; a rewrite
@@ -44,13 +50,16 @@ __all__ = [
     "LOCK",
     "LOCK_TRIES",
     "OWNER",
+    "PENDING",
     "TEMP",
     "Corrupt",
     "SpoolBatch",
     "TooLarge",
     "close_fds",
     "decode",
+    "decode_pending",
     "encode",
+    "encode_pending",
     "inspect_spool",
     "match_name",
     "owner_of",
@@ -67,6 +76,9 @@ _HEAD = struct.Struct("<4sHHQIII")
 # Version 1: magic, version, reserved (0), created_ns, events, payload length
 _HEAD_V1 = struct.Struct("<4sHHQII")
 _CRC = struct.Struct("<I")
+# A pending file: magic, version, flags (0), created_ns, records, frames' length.
+_PENDING_MAGIC = b"TRPR"
+_PENDING_HEAD = struct.Struct("<4sHHQIQ")
 _U32 = 0xFFFF_FFFF
 # Level 1, measured through encode() and decode().encoded() on 5,000-event batches of
 # ~410-byte spans with random ids (the tests' span_events) / bench/serialization.py's
@@ -83,6 +95,8 @@ LEVEL = 1
 _MAX_RATIO = 1032
 OWNER = r"[A-Za-z0-9_-]{1,64}"
 BATCH = re.compile(rf"(\d{{20}})-({OWNER})-(\d{{1,19}})-(\d{{1,10}})\.batch", re.ASCII)
+# Records a process could not process before it exited (see tracerelay.pending).
+PENDING = re.compile(rf"(\d{{20}})-({OWNER})-(\d{{1,19}})-(\d{{1,10}})\.raw", re.ASCII)
 TEMP = re.compile(rf"\.({OWNER})\.(\d{{1,19}})\.tmp", re.ASCII)
 LOCK = re.compile(rf"({OWNER})\.lock", re.ASCII)
 LOCK_TRIES = 20
@@ -271,6 +285,27 @@ def _decode_v1(data: bytes) -> tuple[int, SpoolBatch]:
     return created_ns, SpoolBatch(ids, [dumps(e) for e in events], reason, attempts, created, meta)
 
 
+def encode_pending(created_ns: int, count: int, frames: bytes) -> bytes:
+    """A whole pending file: ``count`` records' frames (``tracerelay.overflow``), checksummed.
+
+    Not compressed: it is written once, at exit, when time matters more than disk.
+    """
+    head = _PENDING_HEAD.pack(_PENDING_MAGIC, 1, 0, created_ns, count, len(frames))
+    return head + _CRC.pack(zlib.crc32(frames, zlib.crc32(head))) + frames
+
+
+def decode_pending(data: bytes) -> tuple[int, int, bytes]:
+    """``(created_ns, count, frames)`` of a pending file; raises ``Corrupt`` unless intact."""
+    if len(data) < _PENDING_HEAD.size + _CRC.size:
+        raise Corrupt("shorter than the header")
+    magic, version, flags, created_ns, count, length = _PENDING_HEAD.unpack_from(data)
+    if magic != _PENDING_MAGIC:
+        raise Corrupt("not a pending-records file")
+    if version != 1 or flags:
+        raise Corrupt(f"format version {version} (flags {flags:#06x}), this tracerelay reads 1")
+    return created_ns, count, _checked_payload(data, _PENDING_HEAD.size, length)
+
+
 def try_lock(path: str, *, shared: bool = False, create: bool = True) -> int | None:
     """A descriptor holding ``flock`` on ``path``; None if a live process holds it (or no file).
 
@@ -321,20 +356,27 @@ def unlink(path: str) -> bool:
 
 
 def match_name(name: str) -> re.Match[str] | None:
-    """The match of a batch, temporary or lock file name; None for any other file."""
-    return BATCH.fullmatch(name) or TEMP.fullmatch(name) or LOCK.fullmatch(name)
+    """The match of a batch, pending, temporary or lock file name; None for any other file."""
+    return (
+        BATCH.fullmatch(name)
+        or PENDING.fullmatch(name)
+        or TEMP.fullmatch(name)
+        or LOCK.fullmatch(name)
+    )
 
 
 def owner_of(match: re.Match[str]) -> str:
     """The owner named in a ``match_name`` match."""
-    return match[2] if match.re is BATCH else match[1]
+    return match[2] if match.re is BATCH or match.re is PENDING else match[1]
 
 
 def inspect_spool(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """A summary of every owner's files in a spool directory, changing nothing.
 
     Keys: ``directory``, ``exists``, ``files``, ``events``, ``bytes``,
-    ``temp_files``, ``corrupt`` (files in corrupt/), and ``owners``: owner →
+    ``temp_files``, ``corrupt`` (files in corrupt/), ``pending_files`` and
+    ``pending_records`` (records kept unprocessed at an exit, processed when the
+    app next starts: they are in no other figure), and ``owners``: owner →
     ``alive``, ``files``, ``events``, ``bytes``, ``oldest_age`` (seconds, None
     without files). Never raises for I/O problems. Each owner's lock is taken,
     shared, for an instant to see if it is alive: an adopter meeting it then
@@ -342,7 +384,8 @@ def inspect_spool(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = os.path.abspath(os.fspath(directory))
     summary: dict[str, Any] = {"directory": path, "exists": False, "files": 0, "events": 0}
-    summary.update(bytes=0, temp_files=0, corrupt=0, owners={})
+    summary.update(bytes=0, temp_files=0, corrupt=0, pending_files=0, pending_records=0)
+    summary["owners"] = {}
     try:
         names = sorted(os.listdir(path))
     except OSError:
@@ -354,6 +397,9 @@ def inspect_spool(directory: str | os.PathLike[str]) -> dict[str, Any]:
             {"alive": False, "files": 0, "events": 0, "bytes": 0, "oldest_age": None},
         )
         summary["temp_files"] += match.re is TEMP
+        if match.re is PENDING:
+            summary["pending_files"] += 1
+            summary["pending_records"] += int(match[4])
         if match.re is not BATCH:
             continue
         try:

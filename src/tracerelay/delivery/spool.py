@@ -14,6 +14,9 @@ The directory (created ``0700``; local file systems only, as liveness rests on `
   creation order and carry owner and event count, so eviction and
   ``inspect_spool`` never open a batch. Each is written to ``.<owner>.<seq>.tmp``,
   fsynced and renamed, so a ``.batch`` name always holds a whole file.
+- ``<created_ns:020d>-<owner>-<seq>-<records>.raw``: records the owner had not
+  processed when it exited (``write_pending``; ``tracerelay.pending``), owned,
+  adopted and set aside like batches, processed by the owner's next pipeline.
 - ``corrupt/``: files that failed their checks, set aside (the newest 100 kept).
 
 A batch file is a checksummed header and a zlib-compressed payload: the events'
@@ -57,13 +60,16 @@ from tracerelay.delivery._spoolfile import (
     BATCH,
     LOCK_TRIES,
     OWNER,
+    PENDING,
     TEMP,
     Corrupt,
     SpoolBatch,
     TooLarge,
     close_fds,
     decode,
+    decode_pending,
     encode,
+    encode_pending,
     inspect_spool,
     match_name,
     owner_of,
@@ -169,8 +175,12 @@ class Spool:
         # Start past every sequence number this owner left (a fixed owner, restarted),
         # so a new or adopted name never lands on an existing file.
         own = [m for m in map(BATCH.fullmatch, names) if m and m[2] == self.owner]
+        raw = [m for m in map(PENDING.fullmatch, names) if m and m[2] == self.owner]
         temps = [m for m in map(TEMP.fullmatch, names) if m and m[1] == self.owner]
-        self._seq = max([int(m[3]) for m in own] + [int(m[2]) for m in temps], default=0)
+        self._seq = max([int(m[3]) for m in own + raw] + [int(m[2]) for m in temps], default=0)
+        # This owner's pending files (records an exit left unprocessed), oldest first:
+        # kept in memory so the pipeline can ask for them without touching the disk.
+        self._pending: list[str] = sorted(m[0] for m in raw)
         for m in temps:
             self._recover_temp(m[0])
         _live.add(self)
@@ -306,6 +316,8 @@ class Spool:
                 self._warn("remove", "cannot remove %s: %s", name, exc)
                 return
             self._forget(name)
+            if name in self._pending:
+                self._pending.remove(name)
 
     def adopt_orphans(self) -> int:
         """Take over the files of every dead owner; returns how many batches were adopted.
@@ -329,6 +341,63 @@ class Spool:
             if adopted:
                 self._scanned_at = -math.inf  # adopted names sort by age, not at the index's end
             return adopted
+
+    def write_pending(self, count: int, frames: bytes) -> bool:
+        """Keep ``count`` unprocessed records (overflow frames) for this owner's next
+        start or an adopter; False (counted, warned) if the write failed.
+
+        Pending files are not evicted by ``max_bytes``: they are what an exit could
+        not process, bounded by the queue and the overflow file that held them.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            created_ns = self._last_ns = max(time.time_ns(), self._last_ns + 1)
+            self._seq += 1
+            name = f"{created_ns:020d}-{self.owner}-{self._seq}-{count}.raw"
+            if not self._store(name, encode_pending(created_ns, count, frames)):
+                return False
+            self._pending.append(name)
+            return True
+
+    def has_pending(self) -> bool:
+        """Whether this owner has pending files (in memory: no disk access)."""
+        return bool(self._pending) and not self._closed
+
+    def pending(self) -> list[SpoolEntry]:
+        """This owner's pending files, oldest first, as known in memory (no disk access):
+        those left by this owner's earlier run and those adopted since."""
+        with self._lock:
+            if self._closed:
+                return []
+            out = []
+            for name in self._pending:
+                match = PENDING.fullmatch(name)
+                assert match is not None
+                created_ns, records = int(match[1]), int(match[4])
+                out.append(SpoolEntry(self._path(name), self.owner, created_ns, 0, records))
+            return out
+
+    def read_pending(self, entry: SpoolEntry) -> bytes | None:
+        """The frames of a pending file; None (and forgotten) if gone, unreadable or
+        corrupt (moved to corrupt/, warned)."""
+        name = os.path.basename(entry.path)
+        with self._lock:
+            if self._closed or entry.owner != self.owner:
+                return None
+            try:
+                with open(self._path(name), "rb") as file:
+                    return decode_pending(file.read())[2]
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._counts["read_errors"] += 1
+                self._warn("read", "cannot read %s: %s", name, exc)
+            except Corrupt as exc:
+                self._quarantine(name, str(exc))
+            if name in self._pending:
+                self._pending.remove(name)
+            return None
 
     def stats(self) -> dict[str, int]:
         """This owner's ``files``, ``bytes`` and ``events``, and this instance's counters.
@@ -514,13 +583,18 @@ class Spool:
                     continue
                 if match.re is TEMP:
                     adopted += self._recover_temp(name)
-                elif match.re is BATCH:
+                elif match.re is BATCH or match.re is PENDING:
                     target = self._new_name(int(match[1]), int(match[4]))
+                    if match.re is PENDING:
+                        target = target.removesuffix(".batch") + ".raw"
                     try:
                         os.rename(self._path(name), self._path(target))
                         adopted += 1
                     except FileNotFoundError:
-                        pass  # taken by another adopter, evicted or set aside meanwhile
+                        continue  # taken by another adopter, evicted or set aside meanwhile
+                    if match.re is PENDING:
+                        self._pending.append(target)
+                        self._pending.sort()
             os.unlink(lock_path)
         except OSError as exc:
             self._warn("adopt", "cannot adopt the files of %s: %s", owner, exc)
@@ -529,11 +603,20 @@ class Spool:
         return adopted
 
     def _recover_temp(self, name: str) -> int:
-        """Adopt a temporary file holding a whole batch (a crash before the rename); 1 if so."""
+        """Adopt a temporary file holding a whole batch or pending file (a crash before
+        the rename); 1 if so."""
         path = self._path(name)
         try:
             with open(path, "rb") as file:
-                created_ns, batch = decode(file.read())
+                data = file.read()
+            if data.startswith(b"TRPR"):
+                created_ns, count, _ = decode_pending(data)
+                target = self._new_name(created_ns, count).removesuffix(".batch") + ".raw"
+                os.rename(path, self._path(target))
+                self._pending.append(target)
+                self._pending.sort()
+                return 1
+            created_ns, batch = decode(data)
             os.rename(path, self._path(self._new_name(created_ns, batch.count)))
             return 1
         except Corrupt:

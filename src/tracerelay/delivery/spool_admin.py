@@ -4,8 +4,12 @@
 first, through the same delivery policy as a running client (splits after 413,
 resends after 207, retries with backoff); it stops at the first batch the
 server refuses or cannot take, leaving it and the rest on disk. ``purge``
-deletes batches of processes that are gone. Batches of running processes are
-never touched: those processes send their own.
+deletes batches of processes that are gone, and the records they kept
+unprocessed at exit (``.raw`` files, ``tracerelay.pending``). Batches of
+running processes are never touched: those processes send their own. Replay
+leaves ``.raw`` files alone: their records have not been through the app's
+processors (redaction among them), so only the app, at its next start,
+processes and sends them.
 """
 
 from __future__ import annotations
@@ -88,13 +92,14 @@ def replay(
     )
 
 
-def purge(directory: str) -> tuple[int, int]:
-    """Delete the batches of processes that are gone; returns (files, events) deleted."""
+def purge(directory: str) -> tuple[int, int, int]:
+    """Delete the batches, and the records kept unprocessed at an exit, of processes that
+    are gone; returns (batch files, events, kept records) deleted."""
     if not os.path.isdir(directory):
-        return 0, 0
+        return 0, 0, 0
     with Spool(directory, max_bytes=1 << 62) as spool:
         spool.adopt_orphans()
-        entries = spool.entries()
-        for entry in entries:
+        entries, kept = spool.entries(), spool.pending()
+        for entry in entries + kept:
             spool.remove(entry)
-    return len(entries), sum(e.event_count for e in entries)
+    return len(entries), sum(e.event_count for e in entries), sum(e.event_count for e in kept)

@@ -108,7 +108,11 @@ class HttpExporter:
             stream=config.mode == "instant" and config.instant_endpoint == "stream",
         )
         self._stopped = False
-        if self.spool is not None and _has_batches(self.spool.directory):
+        batches, raw = (False, False) if self.spool is None else _leftovers(self.spool.directory)
+        # Records an earlier run kept unprocessed at exit (tracerelay.pending): the
+        # client starts its pipeline at once when there are some.
+        self.pending_at_start = raw
+        if batches:
             # Batches left by an earlier run (this process's or a crashed one's) are
             # replayed at start, not only when new spans happen to arrive.
             self.sender.start()
@@ -156,11 +160,13 @@ class HttpExporter:
         return f"<HttpExporter endpoint={self.config.endpoint!r}>"
 
 
-def _has_batches(directory: str) -> bool:
+def _leftovers(directory: str) -> tuple[bool, bool]:
+    """Whether ``directory`` holds batch files, and pending (``.raw``) files."""
     try:
-        return any(name.endswith(".batch") for name in os.listdir(directory))
+        names = os.listdir(directory)
     except OSError:
-        return False
+        return False, False
+    return any(n.endswith(".batch") for n in names), any(n.endswith(".raw") for n in names)
 
 
 def _open_spool(config: Config) -> Spool | None:
