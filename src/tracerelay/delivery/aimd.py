@@ -13,6 +13,11 @@ A round trip is compared per unit of work: for the batch size, per event
 itself; only a rise in the time each event costs says the server is
 straining. The sender reports only full batches to the batch-size limit: a
 batch cut short by an empty queue says nothing about the limit.
+
+The requests-in-flight limit (``inflight.InFlight``) grows only where another
+request can help; elsewhere it reports a round trip with ``grow=False``, which
+still keeps the average and still cuts the limit when a round trip is far
+above it, and it uses ``step_down`` to give back a step that did not pay.
 """
 
 from __future__ import annotations
@@ -60,15 +65,16 @@ class Aimd:
         """The moving average of round-trip times, seconds (None before the first)."""
         return self._rtt
 
-    def success(self, rtt: float, work: float = 1.0) -> int:
+    def success(self, rtt: float, work: float = 1.0, *, grow: bool = True) -> int:
         """Record a successful round trip of ``rtt`` seconds for ``work`` units (events);
-        returns the new limit."""
+        returns the new limit. With ``grow=False`` the limit holds or shrinks, never grows."""
         rtt = rtt / work if work > 0 else rtt
         with self._lock:
             average = self._rtt
             self._rtt = rtt if average is None else average + self.weight * (rtt - average)
             if average is None or rtt <= average * (1 + self.tolerance):
-                self._value = min(self.maximum, self._value + self.step)
+                if grow:
+                    self._value = min(self.maximum, self._value + self.step)
             elif rtt > average * (1 + 4 * self.tolerance):
                 # Far slower than usual: the server is queueing; back off before it says so.
                 self._value = max(self.minimum, int(self._value * self.factor))
@@ -78,4 +84,11 @@ class Aimd:
         """Record an overload signal (429, 503, timeout); returns the new, smaller limit."""
         with self._lock:
             self._value = max(self.minimum, int(self._value * self.factor))
+            return self._value
+
+    def step_down(self) -> int:
+        """Give back one ``step`` (additive): the limit is not overloading anything, it
+        just does not help. Returns the new limit."""
+        with self._lock:
+            self._value = max(self.minimum, self._value - self.step)
             return self._value
