@@ -109,6 +109,7 @@ def faulty(**rates: Any) -> MockServer:
         ({"slow_seconds": -1}, "slow_seconds must be from 0 to 300"),
         ({"retry_after": float("inf")}, "retry_after must be from 0"),
         ({"retry_after_http_date": 1}, "retry_after_http_date must be true or false"),
+        ({"latency": 301}, "latency must be from 0 to 300 seconds"),
         ({"rate_429": 0.6, "rate_503": 0.5}, "add up to 1.1"),
     ],
 )
@@ -503,6 +504,32 @@ def test_a_slow_reply_outlasts_a_short_read_timeout_but_the_events_arrive() -> N
             assert time.monotonic() - started >= 0.45
 
 
+def test_latency_holds_every_answer_and_the_stats_see_requests_in_flight_together() -> None:
+    assert Faults(latency=0.3).describe() == "every answer after 0.3 s"
+    assert (
+        Faults(rate_429=0.5, latency=0.3)
+        .describe()
+        .endswith("(every answer after 0.3 s; Retry-After 1 s as seconds)")
+    )
+    with faulty(latency=0.3, rate_429=0.5, retry_after=0) as server:
+        limits = httpx.Limits(max_connections=4)
+        with (
+            httpx.Client(base_url=server.url, timeout=5.0, limits=limits) as client,
+            ThreadPoolExecutor(max_workers=4) as pool,
+        ):
+            statuses = list(
+                pool.map(lambda _: client.post(BATCH, json=make_batch()).status_code, range(4))
+            )
+        assert server.stats()["concurrent_requests_max"] == 4
+        log = server.requests
+        assert sorted(int(entry["outcome"]) for entry in log) == sorted(statuses)
+        assert {entry["path"] for entry in log} == {BATCH}
+        # Every answer, a fault's too, came no sooner than the latency after its request.
+        assert all(entry["answered"] - entry["arrived"] >= 0.29 for entry in log)
+        server.reset()
+        assert server.requests == [] and server.stats()["concurrent_requests_max"] == 0
+
+
 def test_stop_cuts_off_a_slow_reply_instead_of_waiting_for_it() -> None:
     server = faulty(rate_slow=1.0, slow_seconds=30).start()
     errors: list[BaseException] = []
@@ -733,6 +760,7 @@ def test_cli_serves_for_a_duration_then_prints_stats(capsys: pytest.CaptureFixtu
         (["--rate-500", "1.5"], "--rate-500 must be from 0 to 1"),
         (["--rate-429", "0.7", "--rate-503", "0.7"], "add up to 1.4"),
         (["--slow-seconds", "-1"], "--slow-seconds must be from 0 to 300"),
+        (["--latency", "-0.5"], "--latency must be from 0 to 300"),
         (["--duration", "0"], "--duration must be a positive number"),
     ],
 )

@@ -186,6 +186,13 @@ def _rate(name: str) -> _Argument:
         help="send Retry-After as an HTTP date instead of seconds",
     ),
     arg(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds every ingest request takes before its answer (default: 0)",
+    ),
+    arg(
         "--max-body-bytes",
         type=_bounded_int(1, 2**31),
         default=5_000_000,
@@ -226,10 +233,11 @@ def _mock(args: argparse.Namespace) -> int:
             rate_lost_reply=args.rate_lost_reply,
             retry_after=args.retry_after,
             retry_after_http_date=args.retry_after_date,
+            latency=args.latency,
         )
     except ValueError as exc:
         # Name the flag the user typed, not the Python field behind it.
-        flags = re.sub(r"\b(rate_\w+|slow_seconds|retry_after)\b", _flag, str(exc))
+        flags = re.sub(r"\b(rate_\w+|slow_seconds|retry_after|latency)\b", _flag, str(exc))
         _error(f"{flags}.")
         return 2
     duration: float | None = args.duration

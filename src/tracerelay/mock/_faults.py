@@ -46,6 +46,8 @@ class Faults:
       but the client never learns it.
     - ``retry_after``: seconds announced with 429/503, as delta-seconds or, with
       ``retry_after_http_date``, as an HTTP date that far in the future.
+    - ``latency``: seconds every ingest request takes before its answer (or its
+      fault), as a distant or busy server's would; a slow reply adds ``slow_seconds``.
 
     The rates must add up to at most 1: a request gets at most one fault.
     """
@@ -60,12 +62,14 @@ class Faults:
     rate_lost_reply: float = 0.0
     retry_after: float = 1.0
     retry_after_http_date: bool = False
+    latency: float = 0.0
 
     def __post_init__(self) -> None:
         for kind in FAULT_KINDS:
             _number(f"rate_{kind}", getattr(self, f"rate_{kind}"), 0.0, 1.0, "(a fraction)")
         _number("slow_seconds", self.slow_seconds, 0.0, _MAX_SLOW_SECONDS, "seconds")
         _number("retry_after", self.retry_after, 0.0, _MAX_RETRY_AFTER, "seconds")
+        _number("latency", self.latency, 0.0, _MAX_SLOW_SECONDS, "seconds")
         if not isinstance(self.retry_after_http_date, bool):
             raise ValueError(
                 f"retry_after_http_date must be true or false, got {self.retry_after_http_date!r}"
@@ -113,9 +117,10 @@ class Faults:
     def describe(self) -> str:
         """One line for people: the non-zero rates and the timings they use."""
         active = [f"{kind} {rate * 100:g}%" for kind, rate in self.rates().items() if rate]
+        latency = f"every answer after {self.latency:g} s" if self.latency else ""
         if not active:
-            return "none (every request is answered normally)"
-        notes = []
+            return latency or "none (every request is answered normally)"
+        notes = [latency] if latency else []
         if self.rate_slow:
             notes.append(f"slow replies take {self.slow_seconds:g} s")
         if self.rate_429 or self.rate_503:

@@ -193,6 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: MockHTTPServer
     _counted: str | None = None  # the ingest path of a request not counted yet
+    _arrived: float | None = None  # when that request arrived (Unix time)
 
     def log_message(self, format: str, *args: Any) -> None:
         # Quiet: the counters in /mock/stats are the log.
@@ -246,8 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _count(self, outcome: str) -> None:
         if self._counted is not None:
-            self.server.mock._ledger.count_request(outcome, self._counted)
-            self._counted = None
+            self.server.mock._ledger.count_request(outcome, self._counted, self._arrived)
+            self._counted = self._arrived = None
 
     def _abort(self) -> None:
         self.close_connection = True
@@ -346,8 +347,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self._route_missing(path, _POST_PATHS):
             return
         if path in (BATCH_PATH, STREAM_PATH):
-            self._counted = path
-            self._ingest(path)
+            self._counted, self._arrived = path, time.time()
+            ledger = self.server.mock._ledger
+            ledger.request_started()
+            try:
+                self._ingest(path)
+            finally:
+                ledger.request_ended()
         elif path == "/mock/reset":
             if self._discard_body():
                 self.server.mock.reset()
@@ -388,6 +394,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         faults = mock.faults
         fault = mock._draw(faults)
+        if faults.latency and self.server.stopping.wait(faults.latency):
+            self._abort()  # stopped meanwhile: cut off, as a slow reply is
+            return
         if fault in _STATUS_FAULTS:
             self._send_fault(fault, faults)
             return

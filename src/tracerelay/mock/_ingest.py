@@ -18,7 +18,7 @@ import re
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,6 +46,8 @@ _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.IGNORECASE)
 
 BATCH_PATH = "/v1/telemetry/batch"
 STREAM_PATH = "/v1/uploads/stream"
+REQUEST_LOG_SIZE = 10_000
+"""How many ingest requests ``Ledger.requests`` remembers, newest first kept."""
 
 
 def error_body(code: str, message: str, fix: str) -> dict[str, str]:
@@ -181,6 +183,9 @@ class Ledger:
         self._events_by_path: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._deliveries = 0
+        self._in_progress = 0
+        self._in_progress_max = 0
+        self._log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
 
     def record(
         self,
@@ -207,12 +212,34 @@ class Ledger:
                 seen.append(count > 0)
         return seen
 
-    def count_request(self, outcome: str, path: str | None = None) -> None:
-        """Count one ingest request by its status code (``"reset"`` when cut off) and path."""
+    def count_request(
+        self, outcome: str, path: str | None = None, arrived: float | None = None
+    ) -> None:
+        """Count one ingest request by its status code (``"reset"`` when cut off) and path;
+        ``arrived`` (Unix time) logs it in ``requests`` with the time of its answer."""
         with self._lock:
             self._requests[outcome] += 1
             if path is not None:
                 self._requests_by_path[path] += 1
+            if arrived is not None:
+                answer = {"path": path, "outcome": outcome, "arrived": arrived}
+                self._log.append({**answer, "answered": time.time()})
+
+    def request_started(self) -> None:
+        """An ingest request is being handled: counts towards ``concurrent_requests_max``."""
+        with self._lock:
+            self._in_progress += 1
+            self._in_progress_max = max(self._in_progress_max, self._in_progress)
+
+    def request_ended(self) -> None:
+        """The ingest request has its answer (or was cut off)."""
+        with self._lock:
+            self._in_progress -= 1
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The latest ingest requests in the order they were answered (a copy)."""
+        with self._lock:
+            return [dict(entry) for entry in self._log]
 
     def count_fault(self, kind: str) -> None:
         """Count one injected fault of ``kind`` (a ``FAULT_KINDS`` entry)."""
@@ -252,6 +279,7 @@ class Ledger:
                 "duplicates_received": self._deliveries - unique,
                 "event_deliveries": self._deliveries,
                 "event_deliveries_by_path": dict(sorted(self._events_by_path.items())),
+                "concurrent_requests_max": self._in_progress_max,
             }
 
     def reset(self) -> None:
@@ -266,6 +294,8 @@ class Ledger:
             self._events_by_path.clear()
             self._faults.clear()
             self._deliveries = 0
+            self._in_progress_max = self._in_progress
+            self._log.clear()
 
 
 def _envelope_error(message: str) -> RequestError:
@@ -363,6 +393,7 @@ def format_stats(stats: dict[str, Any]) -> list[str]:
     return [
         f"requests: {stats['requests_total']}" + (f" ({by_status})" if by_status else ""),
         f"endpoints: {paths or 'none'}",
+        f"in flight: at most {stats['concurrent_requests_max']} requests at once",
         f"faults injected: {faults or 'none'}",
         f"events: {stats['events_received']} unique, {stats['duplicates_received']} duplicate "
         f"deliveries, {stats['event_deliveries']} deliveries in all",

@@ -181,6 +181,16 @@ class MockServer:
         """
         return self._ledger.arrivals()
 
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The latest ingest requests (up to 10,000), in the order they were answered.
+
+        Each is ``{"path", "outcome", "arrived", "answered"}``: the endpoint, the
+        status code as text (``"reset"`` when the connection was cut), and the Unix
+        times the request line arrived and the answer (or the cut) was decided.
+        """
+        return self._ledger.requests()
+
     def stats(self) -> dict[str, Any]:
         """Counters of ingest requests, faults and events: what ``GET /mock/stats`` returns.
 
@@ -188,7 +198,9 @@ class MockServer:
         cut, → count), ``requests_by_path`` (ingest endpoint → count), ``requests_total``,
         ``faults_injected`` (kind → count), ``events_received`` (distinct ids),
         ``duplicates_received`` (deliveries of an id already seen), ``event_deliveries``
-        (all valid events recorded) and ``event_deliveries_by_path`` (endpoint → count).
+        (all valid events recorded), ``event_deliveries_by_path`` (endpoint → count) and
+        ``concurrent_requests_max`` (the most ingest requests handled at once, from
+        arrival to answer: how many a client had in flight).
         Both endpoints count alike: an id first sent in a batch and again as a stream
         upload is one event delivered twice.
         """
