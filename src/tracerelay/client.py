@@ -167,6 +167,9 @@ class ClientBase:
         ``items_spooled`` those waiting on disk: batches the server has not taken
         yet, and records kept unprocessed at shutdown for the next start
         (``items_kept``, also counted in ``items_created``).
+        ``requests_in_flight`` is how many requests to the server are out now
+        and ``in_flight_limit`` how many may be (adaptive, from 1 to
+        ``connection_pool_size``); both are 0 without an HTTP exporter.
         """
         stats = self.pipeline.stats()
         dropped = dict(stats["dropped"])
@@ -190,6 +193,8 @@ class ClientBase:
             "processing_rate": stats["processed"] / uptime,
             "error_rate": 0.0,
             "circuit_state": "disabled",
+            "requests_in_flight": 0,
+            "in_flight_limit": 0,
             "dropped_by_reason": dropped,
         }
         for exporter in self.exporters:
@@ -213,6 +218,8 @@ class ClientBase:
                 "circuit_state",
             ):
                 metrics[key] = sent[key]
+            for key in ("requests_in_flight", "in_flight_limit"):
+                metrics[key] += sent.get(key, 0)
             metrics["processing_rate"] = sent["items_delivered"] / uptime
         return metrics
 

@@ -26,9 +26,13 @@ FAST_BUSY = (0.030, 0.004, 0.030)  # traced code and the pipeline hold the GIL
 SLOW = (0.200, 0.0034, 0.005)
 
 
-def timing(clocks: tuple[float, float, float], events: int = 500, full: bool = True) -> Timing:
+def timing(
+    clocks: tuple[float, float, float], events: int = 500, full: bool = True, delay: float = 0.0
+) -> Timing:
     wall, cpu, process = clocks
-    return Timing(wall=wall, cpu=cpu, process_cpu=process, events=events, full=full)
+    return Timing(
+        wall=wall, cpu=cpu, process_cpu=process, run_delay=delay, events=events, full=full
+    )
 
 
 def test_a_fast_server_keeps_one_request_in_flight_even_with_a_backlog() -> None:
@@ -48,6 +52,19 @@ def test_a_slow_server_grows_the_limit_while_it_binds_up_to_the_pool() -> None:
     assert {held.observe(timing(SLOW), DONE, backlog=False) for _ in range(10)} == {1}
 
 
+def test_a_process_starved_of_cpu_is_not_mistaken_for_an_idle_one() -> None:
+    # Other processes hold the CPUs: the sender waited 20 ms to run, and the process
+    # used little CPU, not because it had nothing to do but because it could not.
+    starved = (0.060, 0.003, 0.010)
+    limit = InFlight(10)
+    assert {limit.observe(timing(starved, delay=0.020), DONE, backlog=True) for _ in range(30)} == {
+        1
+    }
+    # The same clocks without the wait for a CPU would pass for a slow server.
+    naive = InFlight(10)
+    assert max(naive.observe(timing(starved), DONE, backlog=True) for _ in range(30)) > 1
+
+
 def test_the_limit_comes_down_when_it_stops_paying_or_the_server_pushes_back() -> None:
     limit = InFlight(10)
     for _ in range(20):
@@ -57,7 +74,7 @@ def test_the_limit_comes_down_when_it_stops_paying_or_the_server_pushes_back() -
     # The process busy for whole round trips: more requests cannot use idle time that is
     # not there. Once the averaged slack has come down (a few round trips), the limit
     # steps down to 1, one step per answer.
-    values = [limit.observe(timing(FAST_BUSY), DONE, backlog=True) for _ in range(25)]
+    values = [limit.observe(timing(FAST_BUSY), DONE, backlog=True) for _ in range(40)]
     peak = values.index(max(values))
     assert peak < 6 and values[-1] == 1
     assert values[peak:] == sorted(values[peak:], reverse=True)
@@ -134,7 +151,9 @@ def test_the_limit_stays_in_bounds_and_no_request_starts_beyond_it(
         else:
             assert isinstance(step, tuple)
             outcome, wall, cpu, process, events, full, backlog = step
-            timed = Timing(wall=wall, cpu=cpu, process_cpu=process, events=events, full=full)
+            timed = Timing(
+                wall=wall, cpu=cpu, process_cpu=process, run_delay=0.0, events=events, full=full
+            )
             value = limit.observe(timed, outcome, backlog=backlog)
             assert 1 <= value <= maximum
         assert 1 <= limit.limit.value <= maximum

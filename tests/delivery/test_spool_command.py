@@ -71,9 +71,9 @@ def test_replay_sends_the_stored_bytes_parsing_one_line_per_batch(
 
         return wrapper
 
-    # The spool file module parses with ``loads``; the sender encodes with ``dumps``.
+    # The spool file module parses with ``loads``; the deliverer encodes with ``dumps``.
     monkeypatch.setattr("tracerelay.delivery._spoolfile.loads", counted("loads", loads))
-    monkeypatch.setattr("tracerelay.delivery.sender.dumps", counted("dumps", dumps))
+    monkeypatch.setattr("tracerelay.delivery.deliverer.dumps", counted("dumps", dumps))
     with MockServer(seed=1) as server:
         assert main(["spool", "replay", "--dir", str(tmp_path), "--endpoint", server.url]) == 0
         assert set(server.received) == set(ids)

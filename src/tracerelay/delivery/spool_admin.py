@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracerelay.delivery.aimd import Aimd
+from tracerelay.delivery.deliverer import Deliverer
 from tracerelay.delivery.encoding import Encoder
 from tracerelay.delivery.policy import Backoff
-from tracerelay.delivery.sender import Sender
 from tracerelay.delivery.spool import Spool, inspect_spool
 from tracerelay.delivery.transport import HttpTransport
 
@@ -59,13 +59,12 @@ def replay(
         spool.adopt_orphans()
         entries = spool.entries()
         transport = HttpTransport(endpoint, api_key=api_key, timeout=timeout)
-        sender = Sender(
+        deliverer = Deliverer(
             transport,
             Encoder(resource),
             batch_size=Aimd(minimum=1, maximum=1000, initial=1000),
             backoff=Backoff(0.2, cap=5.0),
             max_retries=max_retries,
-            max_queue_bytes=1 << 62,
         )
         sent_batches = sent_events = 0
         try:
@@ -74,7 +73,7 @@ def replay(
                 if batch is None:  # corrupt: set aside by the spool, with a warning
                     continue
                 events = batch.encoded()
-                if not sender.deliver(events, from_spool=True):
+                if not deliverer.deliver(events, from_spool=True):
                     break
                 spool.remove(entry)
                 sent_batches += 1

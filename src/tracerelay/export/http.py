@@ -102,6 +102,7 @@ class HttpExporter:
             backoff=Backoff(config.retry_backoff, cap=max(_BACKOFF_CAP_S, config.retry_backoff)),
             max_retries=config.max_retries,
             max_queue_bytes=config.max_queue_bytes,
+            max_in_flight=config.connection_pool_size,
             spool=self.spool,
             breaker=breaker,
             durable=config.durability == "disk",
