@@ -44,6 +44,16 @@ summary with each target beside its figure:
     includes the pipeline wake-up, encoding, the HTTP round trip's first half
     and the sink's read. "spans per request" shows whether spans share requests.
 
+(e) A slow server: a ``MockServer`` holding every answer ``--slow-latencies``
+    seconds (``Faults(latency=...)``), N spans made as fast as a loop makes
+    them, then a flush; spans/s = N ÷ (first span → the flush returned). Once
+    with the defaults (requests in flight adaptive, up to
+    ``connection_pool_size`` = 10) and once with ``connection_pool_size=1``
+    (one request at a time, as before concurrency). "at server" is the most
+    requests the server held at once; "limit" the SDK's ``in_flight_limit``
+    after the flush; CPU µs/span the process's CPU over the run ÷ N (traced
+    loop, pipeline, sender threads; the mock's threads mostly sleep).
+
 The sink is a threaded stdlib HTTP server defined in this file and run as a
 child process (``--sink``) bound to 127.0.0.1:0: a collector is another
 process in real life, and keeping it out of this one keeps its JSON and
@@ -917,11 +927,100 @@ def instant_latency(sink: Sink, spans: int, seconds: float) -> dict[str, Any]:
     return result
 
 
+# -- (e) a slow server: adaptive concurrency against one request in flight ------------------
+
+
+@dataclass
+class SlowRun:
+    latency: float
+    adaptive: bool
+    n: int
+    elapsed_s: float
+    cpu_ns: float  # process CPU per span, first span → flush returned
+    at_server: int  # most requests the server held at once
+    limit: int  # in_flight_limit after the flush
+    delivered: int
+    flushed: bool
+
+    @property
+    def spans_per_s(self) -> float:
+        return self.n / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def slow_server_run(mocks: list[MockServer], latency: float, n: int, adaptive: bool) -> SlowRun:
+    server = MockServer(host=HOST, faults=Faults(latency=latency), seed=1)
+    mocks.append(server)
+    with server, spool_dir() as spool:
+        options = {} if adaptive else {"connection_pool_size": 1}
+        client = init_http(server.url, spool, **options)
+        try:
+            traced_loop(20)
+            tracerelay.flush(timeout=FLUSH_TIMEOUT_S)
+            server.reset()
+            gc.collect()
+            cpu0, t0 = time.process_time_ns(), time.perf_counter_ns()
+            traced_loop(n)
+            flushed = tracerelay.flush(timeout=FLUSH_TIMEOUT_S)
+            cpu1, t1 = time.process_time_ns(), time.perf_counter_ns()
+            metrics = client.metrics()
+        finally:
+            tracerelay.shutdown(timeout=5.0)
+        stats = server.stats()
+    mocks.remove(server)
+    return SlowRun(
+        latency,
+        adaptive,
+        n,
+        (t1 - t0) / 1e9,
+        (cpu1 - cpu0) / n,
+        stats["concurrent_requests_max"],
+        int(metrics["in_flight_limit"]),
+        stats["events_received"],
+        flushed,
+    )
+
+
+def slow_server_cases(
+    mocks: list[MockServer], latencies: list[float], n: int
+) -> dict[float, float]:
+    """Each latency with adaptive concurrency, then with one request in flight; returns
+    the speed-up per latency."""
+    print(
+        f"(e) a slow server (every answer after the latency), {n:,} spans made in a loop, "
+        "then a flush"
+    )
+    print(
+        f"    {'latency':<9}{'in flight':<16}{'spans/s':>9}{'elapsed':>9}{'at server':>11}"
+        f"{'limit':>7}{'CPU µs/span':>13}{'delivered':>11}{'flushed':>9}"
+    )
+    speedups: dict[float, float] = {}
+    for latency in latencies:
+        runs = [slow_server_run(mocks, latency, n, adaptive) for adaptive in (True, False)]
+        for run in runs:
+            mode = "adaptive (≤10)" if run.adaptive else "one (pool 1)"
+            print(
+                f"    {f'{latency:g} s':<9}{mode:<16}{run.spans_per_s:>9,.0f}"
+                f"{run.elapsed_s:>8.2f}s{run.at_server:>11}{run.limit:>7}"
+                f"{run.cpu_ns / 1000:>13.2f}{run.delivered:>11,}"
+                f"{'yes' if run.flushed else 'NO':>9}",
+                flush=True,
+            )
+        speedups[latency] = runs[0].spans_per_s / max(runs[1].spans_per_s, 1e-9)
+    summary = ", ".join(f"{speedup:.1f}× at {latency:g} s" for latency, speedup in speedups.items())
+    print(f"    adaptive ÷ one request in flight: {summary}")
+    print()
+    return speedups
+
+
 # -- main -----------------------------------------------------------------------------
 
 
 def print_summary(
-    spread: float, throughput: dict[str, float], compression: float, instant: dict[str, Any]
+    spread: float,
+    throughput: dict[str, float],
+    compression: float,
+    instant: dict[str, Any],
+    slow: dict[float, float],
 ) -> None:
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
@@ -964,6 +1063,15 @@ def print_summary(
             "reported",
             "",
         ),
+        *(
+            (
+                f"(e) spans/s, {latency:g} s server, adaptive ÷ one",
+                f"{speedup:.1f}×",
+                "reported",
+                "",
+            )
+            for latency, speedup in slow.items()
+        ),
     ]
     print("summary")
     print(f"    {'measure':<44}{'measured':<28}{'target':<11}")
@@ -980,14 +1088,34 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="(b) runs of each SDK")
     parser.add_argument("--instant-spans", type=int, default=2_000, help="(d) spans")
     parser.add_argument("--instant-seconds", type=float, default=2.0, help="(d) over how long")
+    parser.add_argument("--slow-spans", type=int, default=5_000, help="(e) spans per run")
+    parser.add_argument(
+        "--slow-latencies",
+        default="0.2,1",
+        help="(e) the slow server's answer times, seconds, comma-separated",
+    )
     parser.add_argument(
         "--time-limit", type=float, default=600.0, help="stop the whole run after this (s)"
     )
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for name in ("caller_spans", "repeats", "passes", "spans", "rounds", "instant_spans"):
+    for name in (
+        "caller_spans",
+        "repeats",
+        "passes",
+        "spans",
+        "rounds",
+        "instant_spans",
+        "slow_spans",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        args.slow_latencies = [float(v) for v in args.slow_latencies.split(",") if v.strip()]
+    except ValueError:
+        parser.error("--slow-latencies takes seconds separated by commas, e.g. 0.2,1")
+    if not all(0 < v <= 10 for v in args.slow_latencies):
+        parser.error("--slow-latencies must be between 0 and 10 seconds each")
     if args.instant_seconds <= 0 or args.time_limit <= 0:
         parser.error("--instant-seconds and --time-limit must be positive")
     return args
@@ -1032,7 +1160,8 @@ def main() -> None:
         throughput = print_throughput_summary(results)
         compression = print_bytes(results)
         instant = instant_latency(sink, args.instant_spans, args.instant_seconds)
-        print_summary(spread, throughput, compression, instant)
+        slow = slow_server_cases(mocks, args.slow_latencies, args.slow_spans)
+        print_summary(spread, throughput, compression, instant, slow)
         print(f"(whole run: {time.perf_counter() - started:.0f} s)")
     finally:
         done.set()
