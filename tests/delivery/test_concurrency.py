@@ -179,3 +179,26 @@ def test_shutdown_while_several_requests_hang_keeps_all_their_events(tmp_path: P
         wait_for_delivery(30)
         received = {p["name"] for p in spans_received(server)}
         assert set(made) <= received
+
+
+def test_a_retry_after_longer_than_the_exit_deadline_does_not_hold_the_exit(
+    tmp_path: Path,
+) -> None:
+    # Every answer is a 503 asking for 30 s: the senders pause with a backlog queued.
+    with MockServer(faults=Faults(rate_503=1.0, retry_after=30), seed=1) as server:
+        client = tracerelay.init(
+            exporter="http",
+            endpoint=server.url,
+            spool_dir=str(tmp_path),
+            shutdown_timeout=0.5,
+            **{**SMALL_BATCHES, "failure_threshold": 1000},
+        )
+        made = make_spans(2000)
+        assert wait_until(lambda: server.stats()["requests_total"] > 0, timeout=10)
+        started = time.monotonic()
+        tracerelay.shutdown()
+        # The 0.5 s deadline and the exporter's brief grace; not the pause, and not the
+        # second of grace given to requests that could still finish.
+        assert time.monotonic() - started < 1.5
+        metrics = client.metrics()
+        assert metrics["items_dropped"] == 0 and metrics["items_spooled"] >= len(made)

@@ -306,11 +306,13 @@ class Sender:
         thread should end."""
         idle_since = time.monotonic()
         while True:
+            if self.deliverer.stop.is_set():
+                return None  # past the shutdown deadline: close() spools what is queued
             if self._queue:
                 work = self._take()
                 if work is not None:
                     return work
-            elif self._closing or self.deliverer.stop.is_set():
+            elif self._closing:
                 return None
             if index == _PRIMARY:
                 if self._replay_due():
