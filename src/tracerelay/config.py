@@ -335,7 +335,15 @@ class Config:
     recovery_timeout: float = _opt(
         "float", 60.0, "Seconds the breaker stays open before probing.", "network", lo=0.5, hi=3600
     )
-    connection_pool_size: int = _opt("int", 10, "HTTP connections kept.", "network", lo=1, hi=100)
+    connection_pool_size: int = _opt(
+        "int",
+        10,
+        "HTTP connections kept: the most requests in flight at once. The SDK starts "
+        "with one and adds more only while the server is slow to answer; see Tuning.",
+        "network",
+        lo=1,
+        hi=100,
+    )
     keep_alive: bool = _opt("bool", True, "Reuse HTTP connections.", "network")
 
     # spool
