@@ -5,8 +5,10 @@ summary with each target beside its figure:
 
 (a) Caller-side cost per span while the server is healthy, slow and down.
     A traced function setting two attributes runs N times per repeat, with
-    ``tracerelay.init(exporter="http")`` pointed at a ``MockServer`` answering
-    at once, a ``MockServer`` holding every reply 1 s, and a closed port. The
+    ``tracerelay.init(exporter="http")`` pointed at ``tracerelay mock`` answering
+    at once, ``tracerelay mock`` holding every reply 1 s (each its own process,
+    as a server is: in this process its request handling would compete with
+    the traced code for the GIL), and a closed port. The
     figure is CPU time of the calling thread (``time.thread_time_ns``) per span
     over the bare call of the same work, median of the repeats: what the traced
     code pays, whatever the network does. Target: the three within 10 % of each
@@ -16,7 +18,7 @@ summary with each target beside its figure:
     drift of the machine's speed weighs on all three alike, and "per pass"
     shows how steady the figure is. Delivery counters and the time each
     shutdown took are printed beside it; "wall" shows the background threads
-    (and, in this process, the mock server) competing for the GIL.
+    competing for the GIL.
 
 (b) End-to-end throughput into one local sink: N flat spans (two attributes)
     made as fast as a loop makes them, then a flush; the clock runs from the
@@ -111,6 +113,7 @@ OTEL_WARMUP = 500  # stays under OpenTelemetry's queue of 2048: nothing dropped 
 FLUSH_TIMEOUT_S = 120.0
 SETTLE_S = 1.0  # the sink's count unchanged this long after a flush: nothing more is coming
 SINK_START_TIMEOUT_S = 30.0
+MOCK_MAX_SECONDS = 1800  # a `tracerelay mock` child ends by itself after this, whatever happens
 # Shutdown deadline per case of (a): a healthy server gets the time to take everything;
 # against a slow or absent one the rest goes to the spool, which is the point.
 HEALTHY, SLOW, DOWN = "healthy", "slow (1 s replies)", "down (closed port)"
@@ -422,6 +425,50 @@ def spool_dir() -> Iterator[str]:
         _LIVE_DIRS.discard(path)
 
 
+class MockProcess:
+    """``tracerelay mock`` run as a child process; ``stop()`` ends it."""
+
+    def __init__(self, *options: str) -> None:
+        command = "from tracerelay.cli import main; raise SystemExit(main())"
+        argv = [sys.executable, "-c", command, "mock", "--host", HOST, "--port", "0"]
+        self.proc = subprocess.Popen(
+            [*argv, *options, "--duration", str(MOCK_MAX_SECONDS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], SINK_START_TIMEOUT_S)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if "listening on " not in line:
+            self.stop()
+            raise RuntimeError(f"tracerelay mock did not start: {line!r}")
+        self.url = line.rsplit("listening on ", 1)[1].strip()
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _call(self, path: str, method: str = "GET") -> dict[str, Any]:
+        data = b"" if method == "POST" else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        with self._opener.open(request, timeout=30) as response:
+            return cast(dict[str, Any], orjson.loads(response.read() or b"{}"))
+
+    def reset(self) -> None:
+        self._call("/mock/reset", "POST")
+
+    def events_received(self) -> int:
+        return int(self._call("/mock/stats")["events_received"])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
 def closed_port() -> int:
     """A port on 127.0.0.1 that nothing listens on: connections are refused at once."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -429,7 +476,9 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_watchdog(limit: float, sinks: list[Sink], mocks: list[MockServer]) -> threading.Event:
+def start_watchdog(
+    limit: float, sinks: list[Sink], mocks: list[MockServer | MockProcess]
+) -> threading.Event:
     """Ends the run after ``limit`` seconds, cleaning up first; set the event to disarm.
 
     ``sinks`` and ``mocks`` are read when the limit passes: add to them as they start.
@@ -574,7 +623,7 @@ class CallerCase:
 
 
 def caller_run(
-    name: str, endpoint: str, mock: MockServer | None, n: int, repeats: int
+    name: str, endpoint: str, mock: MockProcess | None, n: int, repeats: int
 ) -> CallerRun:
     if mock is not None:
         mock.reset()
@@ -588,33 +637,33 @@ def caller_run(
             tracerelay.shutdown(timeout=SHUTDOWN_S[name])
             shutdown_s = time.perf_counter() - started
         delivery = Delivery.of(client)
-    received = len(mock.received) if mock is not None else None
+    received = mock.events_received() if mock is not None else None
     return CallerRun(callers, walls, WARMUP_SPANS + n * repeats, delivery, received, shutdown_s)
 
 
 def caller_cases(
-    n: int, repeats: int, passes: int, mocks: list[MockServer]
+    n: int, repeats: int, passes: int, mocks: list[MockServer | MockProcess]
 ) -> tuple[float, list[CallerCase]]:
     """Each case once per pass, odd passes in reverse order, so a drift of the machine's
     speed during the run weighs on every case alike."""
     bare_loop(WARMUP_SPANS)
     bares: list[float] = []
-    healthy = MockServer(host=HOST, seed=1)
-    slow = MockServer(host=HOST, faults=Faults(rate_slow=1.0, slow_seconds=1.0), seed=1)
-    mocks.extend([healthy, slow])
+    healthy = MockProcess("--seed", "1")
+    mocks.append(healthy)
+    slow = MockProcess("--rate-slow", "1", "--slow-seconds", "1", "--seed", "1")
+    mocks.append(slow)
     down = f"http://{HOST}:{closed_port()}"
-    mock_of: dict[str, MockServer | None] = {HEALTHY: healthy, SLOW: slow, DOWN: None}
+    mock_of: dict[str, MockProcess | None] = {HEALTHY: healthy, SLOW: slow, DOWN: None}
     cases = {name: CallerCase(name) for name in mock_of}
     for p in range(passes):
         bares.extend(per_span_ns(bare_loop, n, repeats)[0])
         for name in list(mock_of) if p % 2 == 0 else list(mock_of)[::-1]:
             mock = mock_of[name]
-            if mock is None:
-                run = caller_run(name, down, None, n, repeats)
-            else:
-                with mock:
-                    run = caller_run(name, mock.url, mock, n, repeats)
-            cases[name].runs.append(run)
+            url = down if mock is None else mock.url
+            cases[name].runs.append(caller_run(name, url, mock, n, repeats))
+    for mock in (healthy, slow):
+        mock.stop()
+        mocks.remove(mock)
     return statistics.median(bares), list(cases.values())
 
 
@@ -1148,7 +1197,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs"
     )
     print()
-    mocks: list[MockServer] = []
+    mocks: list[MockServer | MockProcess] = []
     sinks: list[Sink] = []
     done = start_watchdog(args.time_limit, sinks, mocks)
     try:
