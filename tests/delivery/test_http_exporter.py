@@ -280,6 +280,30 @@ def test_a_request_stuck_past_the_exit_deadline_keeps_its_batch(tmp_path: Path) 
         assert list(tmp_path.glob("*.batch"))  # the in-flight batch was kept on disk
 
 
+def test_a_request_failing_after_the_exit_neither_drops_nor_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The request times out a second after the exit spooled its batch: the batch is
+    # on disk, so nothing may be counted as dropped, nor a loss announced.
+    slow = Faults(rate_slow=1.0, slow_seconds=3.0)
+    with MockServer(faults=slow, seed=1) as server:
+        client = tracerelay.init(
+            exporter="http",
+            endpoint=server.url,
+            spool_dir=str(tmp_path),
+            shutdown_timeout=0.2,
+            **{**FAST, "timeout": 1.0},
+        )
+        make_traces(2, depth=1)
+        tracerelay.flush(timeout=0.3)  # the batch is in flight
+        with caplog.at_level(logging.WARNING, logger="tracerelay"):
+            tracerelay.shutdown()
+            time.sleep(1.5)  # the request's read timeout passes
+        assert client.metrics()["items_dropped"] == 0
+        assert not [r for r in caplog.records if "dropped" in r.getMessage()]
+        assert list(tmp_path.glob("*.batch"))
+
+
 def test_a_burst_faster_than_processing_while_the_server_is_down_loses_nothing(
     tmp_path: Path,
 ) -> None:

@@ -83,6 +83,9 @@ class Deliverer:
         self.stream = stream
         self.observer = observer
         self.stop = threading.Event()
+        # Set by the sender's close() once it has spooled the batches of requests still
+        # out: whatever such a request later fails to deliver is on disk already.
+        self.sealed = False
         """Set at the shutdown deadline: waits and retries end, the caller spools."""
         self.counts: Counter[str] = Counter()
         self.rtt_total = 0.0
@@ -319,6 +322,8 @@ class Deliverer:
 
     def to_spool(self, events: list[EncodedEvent], reason: str) -> None:
         """Keep ``events`` in the spool (counted as spooled), or count them dropped."""
+        if self.sealed:
+            return  # a request that outlived close(): its batch was spooled there
         if self.spool is not None and self.spool.write_encoded(events, reason=reason):
             self.count("spooled", len(events))
             return

@@ -209,6 +209,7 @@ class Sender:
             self._queued_bytes = 0
         if rest:
             self.deliverer.to_spool(rest, "shutdown")
+        self.deliverer.sealed = True
         self.transport.close()
 
     def metrics(self) -> dict[str, Any]:
