@@ -132,9 +132,12 @@ def test_http_delivery_through_faults_keeps_the_loop_running(tmp_path: Path) -> 
         )
         assert set(ids) <= set(server.events)
         assert sum(server.stats()["faults_injected"].values()) > 0
-    # Delivery waited on a thread: the loop went on ticking, never held long.
+    # Delivery waited on a thread: the loop went on ticking, never held long. The
+    # bound sits below the 0.3 s slow replies FAULTY injects (a request made on the
+    # loop would hold it that long), above what waiting for the GIL behind the mock
+    # server's and the sender's threads costs on a busy 2-core machine (~0.1 s seen).
     assert ticker.ticks > 100
-    assert ticker.max_gap < 0.1
+    assert ticker.max_gap < 0.25
 
 
 def test_tracerelay_flush_and_shutdown_work_on_an_installed_async_client() -> None:
