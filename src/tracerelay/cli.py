@@ -401,6 +401,54 @@ def _print_spool(summary: dict[str, Any]) -> None:
         print(f"  {owner}: {info['files']} batches, {info['events']} events{oldest}, {state}")
 
 
+def _server_commands() -> Any:
+    try:
+        from tracerelay.server import commands
+    except ImportError as exc:
+        raise TracerelayError(
+            f"the server is not installed ({exc.name} is missing).",
+            code="TR-SERVER-MISSING",
+            fix="pip install 'tracerelay[server]'.",
+        ) from exc
+    return commands
+
+
+_DATABASE = arg(
+    "--database-url",
+    default=None,
+    help="sqlite:///path or postgresql://… (default: TRACERELAY_DATABASE_URL, else "
+    "sqlite:///tracerelay.db)",
+)
+
+
+@command(
+    "serve",
+    "run the tracerelay server (ingest, storage, queries)",
+    arg("--host", default=None, help="address to listen on (default: 127.0.0.1)"),
+    arg("--port", type=int, default=None, help="port to listen on (default: 4319)"),
+    _DATABASE,
+    arg("--redis-url", default=None, help="Redis for dedup and rate limits across replicas"),
+    arg("--bootstrap-key", default=None, help="the first admin key (default: a new one)"),
+    arg("--retention-days", type=float, default=None, help="delete data older than this"),
+)
+def _serve(args: argparse.Namespace) -> int:
+    return int(_server_commands().serve(args))
+
+
+@command(
+    "keys",
+    "create, list or revoke API keys",
+    arg("action", choices=("create", "list", "revoke")),
+    arg("key_id", nargs="?", help="the key to revoke (revoke only)"),
+    arg("--project", default="default", help="project of the new key (created if needed)"),
+    arg("--scopes", default="ingest", help="comma-separated: ingest, read, admin"),
+    arg("--name", default=None, help="a label for the new key"),
+    _DATABASE,
+)
+def _keys(args: argparse.Namespace) -> int:
+    return int(_server_commands().keys(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 

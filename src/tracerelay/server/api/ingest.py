@@ -1,0 +1,203 @@
+"""``POST /v1/telemetry/batch`` and ``POST /v1/uploads/stream`` (SPEC §2).
+
+    body (≤ max_body_bytes) ─► worker thread: decompress (≤ max_decompressed_bytes),
+        parse JSON, check each event ─► drop ids seen recently ─► writer (group commit)
+        ─► answer once committed: 200 · 207 (some events refused, with paths) ·
+        409 (duplicates, fail_on_duplicate) · 503 + Retry-After (queue full, storage down)
+
+Bad input is answered 4xx with a code and the path to the bad field; only the
+server's own trouble is 503, which the SDK retries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from tracerelay.ids import new_event_id
+from tracerelay.server.api.auth import Ingesting, Principal
+from tracerelay.server.ingest.body import BodyError, decode_body
+from tracerelay.server.ingest.events import EnvelopeError, Parsed, parse_events
+from tracerelay.server.storage.base import StorageError
+from tracerelay.server.storage.rows import WriteBatch
+from tracerelay.server.storage.writer import QueueFull
+
+__all__ = ["error_response", "read_body", "router"]
+
+router = APIRouter(tags=["ingest"])
+_RETRY_AFTER_S = "1"
+
+
+def error_response(
+    status: int, code: str, message: str, fix: str = "", headers: dict[str, str] | None = None
+) -> Response:
+    """A coded JSON error, as every endpoint answers one."""
+    body = {"code": code, "message": message, "fix": fix}
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (``BodyError`` 413) past ``limit`` bytes without reading on."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyError(413, "TR-INGEST-TOO-LARGE", f"the body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyError(413, "TR-INGEST-TOO-LARGE", f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode_json(body: bytes, encoding: str | None, limit: int) -> Any:
+    raw = decode_body(body, encoding, max_decompressed=limit)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, "TR-INGEST-JSON", f"the body is not JSON ({exc})") from exc
+
+
+def _parse_batch(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
+    data = _decode_json(body, encoding, limit)
+    if not isinstance(data, dict):
+        raise EnvelopeError("the body must be an object with an events list")
+    parsed = parse_events(
+        data.get("events"), project_id, data.get("resource"), data.get("environment")
+    )
+    dedup = data.get("deduplication")
+    return parsed, dedup if isinstance(dedup, dict) else {}
+
+
+async def _store(
+    request: Request, principal: Principal, parsed: Parsed, dedup: dict[str, Any]
+) -> tuple[set[str], Response | None]:
+    """Write what is new; returns (duplicate ids, error response or None)."""
+    server = request.app.state.server
+    project = principal.project_id
+    seen: set[str] = set()
+    if dedup.get("enabled", True) is not False and parsed.event_ids:
+        seen = server.seen.seen(project, parsed.event_ids)
+    batch = parsed.batch
+    if seen:
+        batch = WriteBatch(
+            project,
+            [w for w in batch.spans if w.event_id not in seen],
+            [w for w in batch.traces if w.event_id not in seen],
+            [r for r in batch.records if r.event_id not in seen],
+        )
+    duplicates = set(seen)
+    if len(batch):
+        try:
+            result = await server.writer.submit(batch)
+        except QueueFull as exc:
+            server.metrics.shed.inc()
+            return duplicates, error_response(
+                503, "TR-INGEST-BUSY", f"the server is behind ({exc})", "retry after a second",
+                {"Retry-After": _RETRY_AFTER_S},
+            )  # fmt: skip
+        except StorageError as exc:
+            server.metrics.storage_errors.inc()
+            return duplicates, error_response(
+                503, "TR-STORAGE", str(exc), "retry; the operator should check the database",
+                {"Retry-After": _RETRY_AFTER_S},
+            )  # fmt: skip
+        server.seen.remember(project, [i for i in parsed.event_ids if i not in seen])
+        duplicates |= result.duplicates
+    return duplicates, None
+
+
+@router.post("/v1/telemetry/batch")
+async def ingest_batch(request: Request, principal: Ingesting) -> Response:
+    """Store a batch of events; see SPEC §2 for the body and the answer."""
+    started = time.perf_counter()
+    settings = request.app.state.server.settings
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        parsed, dedup = await run_in_threadpool(
+            _parse_batch, body, request.headers.get("content-encoding"),
+            settings.max_decompressed_bytes, principal.project_id,
+        )  # fmt: skip
+    except BodyError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except EnvelopeError as exc:
+        return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's batch body")
+    duplicates, failure = await _store(request, principal, parsed, dedup)
+    if failure is not None:
+        return failure
+    metrics = request.app.state.server.metrics
+    stored = [i for i in parsed.event_ids if i not in duplicates]
+    metrics.events.labels("batch").inc(len(stored))
+    metrics.duplicates.inc(len(duplicates))
+    metrics.batch_size.observe(len(parsed.event_ids) + len(parsed.errors))
+    status = 200
+    if parsed.errors:
+        status = 207
+    elif duplicates and dedup.get("fail_on_duplicate") is True:
+        status = 409
+    answer = {
+        "batch_id": new_event_id(),
+        "processed_events": len(stored),
+        "duplicate_events": len(duplicates),
+        "failed_events": len(parsed.errors),
+        "processing_time_ms": round(1000 * (time.perf_counter() - started)),
+        "errors": parsed.errors,
+        "duplicate_event_ids": sorted(duplicates),
+        "job_id": None,
+    }
+    metrics.latency.labels("batch").observe(time.perf_counter() - started)
+    return Response(orjson.dumps(answer), status, media_type="application/json")
+
+
+def _parse_stream(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
+    data = _decode_json(body, encoding, limit)
+    if not isinstance(data, dict) or not isinstance(data.get("event"), dict):
+        raise EnvelopeError('the body must be {"event": {...}, "system_info": {...}}')
+    info = data.get("system_info")
+    info = info if isinstance(info, dict) else {}
+    resource = {
+        "service.name": info.get("system_name"),
+        "service.namespace": info.get("system_id"),
+        "service.instance.id": info.get("system_instance_id"),
+    }
+    return parse_events([data["event"]], project_id, resource, None), data["event"]
+
+
+@router.post("/v1/uploads/stream")
+async def ingest_stream(request: Request, principal: Ingesting) -> Response:
+    """Store one event sent the moment its step ended."""
+    started = time.perf_counter()
+    settings = request.app.state.server.settings
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        parsed, event = await run_in_threadpool(
+            _parse_stream, body, request.headers.get("content-encoding"),
+            settings.max_decompressed_bytes, principal.project_id,
+        )  # fmt: skip
+    except BodyError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except EnvelopeError as exc:
+        return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's stream body")
+    if parsed.errors:
+        error = parsed.errors[0]
+        return error_response(
+            400, "TR-INGEST-EVENT", error["details"], "fix the event; it cannot be stored as sent"
+        )
+    duplicates, failure = await _store(request, principal, parsed, {})
+    if failure is not None:
+        return failure
+    metrics = request.app.state.server.metrics
+    metrics.events.labels("stream").inc(0 if duplicates else 1)
+    metrics.duplicates.inc(len(duplicates))
+    metrics.latency.labels("stream").observe(time.perf_counter() - started)
+    answer = {
+        "event_id": event.get("event_id"),
+        "status": "duplicate" if duplicates else "processed",
+    }
+    return Response(orjson.dumps(answer), 200, media_type="application/json")

@@ -1,0 +1,139 @@
+"""``create_app``: the FastAPI application, its lifespan and the state its routers share.
+
+At start (the lifespan): open the store (migrations applied), make the first
+project and admin key on an empty store, start the writer thread. At stop:
+write what is queued, close the store. Every router reads the shared state
+from ``app.state.server``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from tracerelay._version import __version__
+from tracerelay.errors import ConfigError
+from tracerelay.server.api import ingest, ops, traces
+from tracerelay.server.api.auth import KeyCache
+from tracerelay.server.api.ingest import error_response
+from tracerelay.server.dedup import SeenIds
+from tracerelay.server.keys import make_key
+from tracerelay.server.metrics import ServerMetrics
+from tracerelay.server.settings import ServerSettings
+from tracerelay.server.storage.base import Store
+from tracerelay.server.storage.writer import Writer
+
+__all__ = ["ServerState", "create_app", "open_store"]
+
+logger = logging.getLogger("tracerelay.server")
+
+
+@dataclass
+class ServerState:
+    """What the routers share: settings, store, writer, dedup, key cache, metrics."""
+
+    settings: ServerSettings
+    store: Store
+    writer: Writer
+    seen: SeenIds
+    keys: KeyCache
+    metrics: ServerMetrics
+
+
+def open_store(settings: ServerSettings) -> Store:
+    """The store ``settings.database_url`` names, migrated to the newest schema."""
+    path = settings.sqlite_path
+    if path is None:
+        raise ConfigError(
+            f"{settings.database_url!r}: PostgreSQL storage is not built yet.",
+            code="TR-CONFIG-DATABASE",
+            fix="use sqlite:///path/to/file.db for now.",
+        )
+    from tracerelay.server.storage.sqlite import SqliteStore
+
+    return SqliteStore(path)
+
+
+def bootstrap(store: Store, settings: ServerSettings) -> str | None:
+    """On an empty store, make project ``default`` and an admin key: the given bootstrap
+    key, or a new one, printed once and written to a 0600 file beside the database.
+    Returns the key made, if any."""
+    if store.project_count():
+        return None
+    key, _ = make_key(
+        store, "default", frozenset({"ingest", "read", "admin"}), name="bootstrap",
+        key=settings.bootstrap_key,
+    )  # fmt: skip
+    if settings.bootstrap_key is None:
+        path = settings.sqlite_path
+        folder = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+        key_file = os.path.join(folder, "tracerelay-admin-key")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(key + "\n")
+        print(
+            f"tracerelay: created project 'default' and its admin key (shown once, also in "
+            f"{key_file}):\n{key}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return key
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The server application for ``settings`` (default: from the environment)."""
+    settings = settings or ServerSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await run_in_threadpool(open_store, settings)
+        await run_in_threadpool(bootstrap, store, settings)
+        writer = Writer(store, max_queued=settings.max_queued_events)
+        app.state.server = ServerState(
+            settings, store, writer, SeenIds(ttl=settings.dedup_ttl), KeyCache(store),
+            ServerMetrics(),
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            await run_in_threadpool(writer.close)
+            store.close()
+
+    app = FastAPI(
+        title="tracerelay",
+        version=__version__,
+        description="Ingest, deduplicate, store and query traces (SPEC §2).",
+        lifespan=lifespan,
+    )
+    app.include_router(ingest.router)
+    app.include_router(traces.router)
+    app.include_router(ops.router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        raw: object = exc.detail
+        detail = raw if isinstance(raw, dict) else {"message": str(raw)}
+        return error_response(
+            exc.status_code,
+            str(detail.get("code", f"TR-HTTP-{exc.status_code}")),
+            str(detail.get("message", "")),
+            str(detail.get("fix", "")),
+            dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return error_response(400, "TR-REQUEST", f"{where}: {first.get('msg', 'invalid')}")
+
+    return app

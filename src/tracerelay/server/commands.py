@@ -1,0 +1,82 @@
+"""``tracerelay serve`` and ``tracerelay keys``: what the command line runs for the server.
+
+Registered in ``tracerelay.cli``, which imports this module only when one of
+these commands runs, so the SDK's commands never load FastAPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tracerelay.server.settings import ServerSettings
+
+__all__ = ["keys", "serve"]
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        database_url=args.database_url,
+        redis_url=getattr(args, "redis_url", None),
+        bootstrap_key=getattr(args, "bootstrap_key", None),
+        retention_days=getattr(args, "retention_days", None),
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    from tracerelay.server.app import create_app
+
+    settings = _settings(args)
+    if settings.redis_url is not None:
+        print("tracerelay serve: --redis-url is not used yet (in-process dedup instead)")
+    print(f"tracerelay serve: http://{settings.host}:{settings.port} ({settings.database_url})")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def keys(args: argparse.Namespace) -> int:
+    """``keys create|list|revoke``."""
+    from tracerelay.server.app import open_store
+    from tracerelay.server.keys import make_key
+
+    store = open_store(_settings(args))
+    try:
+        if args.action == "create":
+            scopes = frozenset(s.strip() for s in args.scopes.split(",") if s.strip())
+            try:
+                key, stored = make_key(store, args.project, scopes, name=args.name)
+            except ValueError as exc:
+                print(f"tracerelay keys: {exc}")
+                return 2
+            print(f"created key {stored.key_id} for project {args.project!r}, "
+                  f"scopes {','.join(sorted(stored.scopes))}")  # fmt: skip
+            print(key)
+            return 0
+        if args.action == "list":
+            for k in store.list_keys():
+                state = "revoked" if k.revoked_at is not None else "active"
+                made = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created_at))
+                print(f"{k.key_id}  {k.project_name:<16} {','.join(sorted(k.scopes)):<20} "
+                      f"{state:<8} {made} UTC  {k.name or ''}")  # fmt: skip
+            return 0
+        if not args.key_id:
+            print("tracerelay keys revoke: give the KEY_ID that `tracerelay keys list` shows")
+            return 2
+        if not store.revoke_key(args.key_id, time.time()):
+            print(f"tracerelay keys revoke: no key {args.key_id!r}")
+            return 1
+        print(f"revoked {args.key_id}")
+        return 0
+    finally:
+        store.close()

@@ -1,0 +1,1 @@
+"""From a request body to rows: limits and decompression, validation, normalisation."""

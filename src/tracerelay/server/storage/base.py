@@ -1,0 +1,80 @@
+"""The one interface every store implements: write batches, read traces, keep keys.
+
+Writes come from one writer per process (``storage/writer.py``), several
+batches per transaction; reads come from request handlers, in a worker
+thread, and may run while a write is under way. Every method that touches the
+database blocks: callers keep it off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tracerelay.server.storage.rows import WriteBatch, WriteResult
+
+__all__ = ["ApiKey", "StorageError", "Store"]
+
+
+class StorageError(Exception):
+    """The database failed (unreachable, disk full, locked): retryable, answered 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key: never the key itself, only its hash."""
+
+    key_id: str
+    key_hash: str
+    project_id: str
+    project_name: str
+    scopes: frozenset[str]
+    name: str | None
+    created_at: float
+    revoked_at: float | None
+
+
+class Store(Protocol):
+    """Storage for one server process; see the module docstring."""
+
+    def write(self, batches: Sequence[WriteBatch]) -> list[WriteResult]:
+        """Store ``batches`` in one transaction, durably, before returning; one result
+        per batch. Raises ``StorageError`` (nothing of any batch stored)."""
+        ...
+
+    def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
+        """The trace row and its spans (as stored), or None."""
+        ...
+
+    def ensure_project(self, name: str) -> str:
+        """The id of project ``name``, made if needed."""
+        ...
+
+    def project_count(self) -> int:
+        """How many projects exist (0 on a fresh store)."""
+        ...
+
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new key."""
+        ...
+
+    def list_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included."""
+        ...
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+        ...
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        """Revoke a key; False if there is no such key."""
+        ...
+
+    def ping(self) -> bool:
+        """Whether the database answers (``/ready``)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,200 @@
+"""What a write carries (``WriteBatch``), and span/trace states ↔ table rows.
+
+Shared by every store: the ingest path builds ``WriteBatch``es from validated
+events; a store merges them into its rows (``storage/merge.py``) and reports
+which events it already held (``WriteResult.duplicates``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tracerelay.server.storage.merge import TRACE_FIELDS, Registers, SpanState
+
+__all__ = [
+    "SPAN_COLUMNS",
+    "RecordRow",
+    "SpanWrite",
+    "TraceWrite",
+    "WriteBatch",
+    "WriteResult",
+    "span_row",
+    "span_state_of_row",
+    "trace_body",
+    "trace_state_of_body",
+]
+
+SPAN_COLUMNS = (
+    "project_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "type",
+    "service",
+    "environment",
+    "start_ns",
+    "end_ns",
+    "duration_ns",
+    "status_code",
+    "status_message",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost_usd",
+    "sequence",
+    "body",
+)
+# The registers kept in the row's JSON body rather than a column of their own.
+_BODY_FIELDS = ("input", "output", "trace_state", "scope", "usage")
+
+
+@dataclass(slots=True)
+class SpanWrite:
+    """One observation event for a span: its state and the event it came from."""
+
+    trace_id: str
+    span_id: str
+    state: SpanState
+    event_id: str
+
+
+@dataclass(slots=True)
+class TraceWrite:
+    """One ``trace_create`` / ``trace_update`` event."""
+
+    trace_id: str
+    state: Registers
+    event_id: str
+
+
+@dataclass(slots=True)
+class RecordRow:
+    """A score, metric or generic event: stored once per event id."""
+
+    event_id: str
+    event_type: str
+    trace_id: str | None
+    span_id: str | None
+    name: str | None
+    time_ns: int
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything one request asks to store, for one project."""
+
+    project_id: str
+    spans: list[SpanWrite] = field(default_factory=list)
+    traces: list[TraceWrite] = field(default_factory=list)
+    records: list[RecordRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.spans) + len(self.traces) + len(self.records)
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What storing a ``WriteBatch`` found: the event ids already stored before."""
+
+    duplicates: set[str] = field(default_factory=set)
+
+
+def span_row(project_id: str, trace_id: str, span_id: str, state: SpanState) -> tuple[Any, ...]:
+    """The ``spans`` row (in ``SPAN_COLUMNS`` order) of a merged state."""
+    v = state.values
+    status = v.get("status")
+    usage = v.get("usage") or {}
+    start, end = v.get("start_ns"), v.get("end_ns")
+    body: dict[str, Any] = {
+        "attributes": state.attributes,
+        "v": state.base,
+    }
+    if state.overrides:
+        body["o"] = state.overrides
+    if state.events:
+        body["events"] = state.events
+    if state.links:
+        body["links"] = state.links
+    for name in _BODY_FIELDS:
+        if v.get(name) is not None:
+            body[name] = v[name]
+    return (
+        project_id,
+        trace_id,
+        span_id,
+        v.get("parent_span_id"),
+        v.get("name"),
+        v.get("kind"),
+        v.get("type"),
+        v.get("service"),
+        v.get("environment"),
+        start,
+        end,
+        end - start if isinstance(start, int) and isinstance(end, int) else None,
+        status[0] if status else "unset",
+        status[1] if status else "",
+        v.get("model"),
+        usage.get("input_tokens"),
+        usage.get("output_tokens"),
+        usage.get("total_tokens"),
+        v.get("cost_usd"),
+        v.get("sequence"),
+        orjson.dumps(body).decode(),
+    )
+
+
+def span_state_of_row(row: dict[str, Any]) -> SpanState:
+    """The state a stored ``spans`` row holds (``row``: column → value)."""
+    body = row["body"]
+    body = orjson.loads(body) if isinstance(body, (str, bytes)) else body
+    code = row.get("status_code")
+    values: dict[str, Any] = {
+        "parent_span_id": row.get("parent_span_id"),
+        "name": row.get("name"),
+        "kind": row.get("kind"),
+        "type": row.get("type"),
+        "start_ns": row.get("start_ns"),
+        "end_ns": row.get("end_ns"),
+        "status": None if code in (None, "unset") else (code, row.get("status_message") or ""),
+        "model": row.get("model"),
+        "cost_usd": row.get("cost_usd"),
+        "sequence": row.get("sequence"),
+        "service": row.get("service"),
+        "environment": row.get("environment"),
+    }
+    for name in _BODY_FIELDS:
+        values[name] = body.get(name)
+    return SpanState(
+        values,
+        body.get("attributes") or {},
+        body["v"],
+        body.get("o") or {},
+        body.get("events") or [],
+        body.get("links") or [],
+    )
+
+
+def trace_body(state: Registers) -> str:
+    """The JSON body of a trace row's event-set fields, with their versions."""
+    body: dict[str, Any] = {
+        name: state.values[name] for name in TRACE_FIELDS if state.values.get(name) is not None
+    }
+    body["attributes"] = state.attributes
+    body["v"] = state.base
+    if state.overrides:
+        body["o"] = state.overrides
+    return orjson.dumps(body).decode()
+
+
+def trace_state_of_body(body: Any) -> Registers:
+    """The registers a trace row's body holds."""
+    data = orjson.loads(body) if isinstance(body, (str, bytes)) else body
+    values = {name: data.get(name) for name in TRACE_FIELDS}
+    return Registers(values, data.get("attributes") or {}, data["v"], data.get("o") or {})

@@ -1,0 +1,400 @@
+"""The SQLite store: one file, WAL, one writer, readers alongside.
+
+Writes arrive from the single writer thread (``storage/writer.py``), several
+requests' batches per transaction, committed with ``synchronous=FULL``: a
+commit is on disk before any of those requests is answered, so a 200 survives
+``kill -9`` and a power cut, and the fsync is shared by the whole group.
+Readers use their own connection per thread; WAL lets them read while the
+writer writes.
+
+Per transaction: spans already stored for the keys of the group are read back
+(one query per few hundred keys), merged with the new events in Python
+(``storage/merge.py``), then new rows are inserted and changed rows updated
+with ``executemany``; the traces touched get their derived columns (root
+name, service, start, end, span and error counts) recomputed from their spans
+in one ``INSERT … SELECT … ON CONFLICT DO UPDATE``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from tracerelay.server.storage.base import ApiKey, StorageError
+from tracerelay.server.storage.merge import Registers, SpanState
+from tracerelay.server.storage.migrate import upgrade
+from tracerelay.server.storage.rows import (
+    SPAN_COLUMNS,
+    SpanWrite,
+    TraceWrite,
+    WriteBatch,
+    WriteResult,
+    span_row,
+    span_state_of_row,
+    trace_body,
+    trace_state_of_body,
+)
+
+__all__ = ["SqliteStore"]
+
+_CHUNK = 400  # keys per lookup query (2 variables each, well under SQLite's limit)
+_INSERT_SPAN = (
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
+)
+_UPDATE_SPAN = (
+    "UPDATE spans SET "
+    + ", ".join(f"{c} = ?" for c in SPAN_COLUMNS[3:])
+    + " WHERE project_id = ? AND trace_id = ? AND span_id = ?"
+)
+_DERIVE_TRACES = """
+INSERT INTO traces (project_id, trace_id, root_name, service, start_ns, end_ns,
+                    span_count, error_count)
+SELECT project_id, trace_id,
+       max(CASE WHEN parent_span_id IS NULL THEN name END),
+       coalesce(max(CASE WHEN parent_span_id IS NULL THEN service END), min(service)),
+       min(start_ns), max(end_ns), count(*), sum(status_code = 'error')
+FROM spans WHERE project_id = ? AND trace_id IN ({marks})
+GROUP BY project_id, trace_id
+ON CONFLICT (project_id, trace_id) DO UPDATE SET
+    root_name = excluded.root_name, service = excluded.service,
+    start_ns = excluded.start_ns, end_ns = excluded.end_ns,
+    span_count = excluded.span_count, error_count = excluded.error_count
+"""
+
+
+class SqliteStore:
+    """``Store`` on one SQLite file; see the module docstring."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        try:
+            upgrade(f"sqlite:///{self.path}")
+            self._writer = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the SQLite database {self.path}: {exc}") from exc
+        self._local = threading.local()
+        self._admin_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA busy_timeout=10000")
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+        return connection
+
+    # -- writes (the writer thread only) ---------------------------------------------
+
+    def write(self, batches: Sequence[WriteBatch]) -> list[WriteResult]:
+        """Store ``batches`` in one transaction (see the module docstring)."""
+        results = [WriteResult() for _ in batches]
+        db = self._writer
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                by_project: dict[str, list[int]] = {}
+                for i, batch in enumerate(batches):
+                    by_project.setdefault(batch.project_id, []).append(i)
+                for project_id, indexes in by_project.items():
+                    self._write_project(db, project_id, [(batches[i], results[i]) for i in indexes])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite write failed: {exc}") from exc
+        return results
+
+    def _write_project(
+        self, db: sqlite3.Connection, project_id: str, work: list[tuple[WriteBatch, WriteResult]]
+    ) -> None:
+        spans: dict[tuple[str, str], SpanState] = {}
+        touched: set[str] = set()
+        for batch, result in work:
+            for write in batch.spans:
+                self._fold_span(spans, write, result)
+                touched.add(write.trace_id)
+        if spans:
+            self._store_spans(db, project_id, spans, work)
+        traces: dict[str, Registers] = {}
+        for batch, result in work:
+            for t in batch.traces:
+                self._fold_trace(traces, t, result)
+                touched.add(t.trace_id)
+        if traces:
+            self._store_traces(db, project_id, traces, work)
+        if touched:
+            ids = sorted(touched)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                db.execute(
+                    _DERIVE_TRACES.format(marks=", ".join("?" * len(chunk))), [project_id, *chunk]
+                )
+        for batch, result in work:
+            if batch.records:
+                self._store_records(db, project_id, batch, result)
+
+    @staticmethod
+    def _fold_span(
+        spans: dict[tuple[str, str], SpanState], write: SpanWrite, result: WriteResult
+    ) -> None:
+        key = (write.trace_id, write.span_id)
+        current = spans.get(key)
+        if current is None:
+            spans[key] = write.state
+        elif current.knows(write.state.base):
+            result.duplicates.add(write.event_id)
+        else:
+            current.merge(write.state)
+
+    @staticmethod
+    def _fold_trace(traces: dict[str, Registers], write: TraceWrite, result: WriteResult) -> None:
+        current = traces.get(write.trace_id)
+        if current is None:
+            traces[write.trace_id] = write.state
+        elif current.knows(write.state.base):
+            result.duplicates.add(write.event_id)
+        else:
+            current.merge(write.state)
+
+    def _store_spans(
+        self,
+        db: sqlite3.Connection,
+        project_id: str,
+        spans: dict[tuple[str, str], SpanState],
+        work: list[tuple[WriteBatch, WriteResult]],
+    ) -> None:
+        stored = self._stored_spans(db, project_id, list(spans))
+        inserts, updates = [], []
+        repeats: set[str] = set()
+        for (trace_id, span_id), state in spans.items():
+            old = stored.get((trace_id, span_id))
+            if old is None:
+                inserts.append(span_row(project_id, trace_id, span_id, state))
+                continue
+            for version in (state.base, *state.overrides.values()):
+                if old.knows(version):
+                    repeats.add(version.partition(":")[2])
+            if old.merge(state):
+                row = span_row(project_id, trace_id, span_id, old)
+                updates.append((*row[3:], project_id, trace_id, span_id))
+        if inserts:
+            db.executemany(_INSERT_SPAN, inserts)
+        if updates:
+            db.executemany(_UPDATE_SPAN, updates)
+        if repeats:
+            for batch, result in work:
+                result.duplicates.update(w.event_id for w in batch.spans if w.event_id in repeats)
+
+    @staticmethod
+    def _stored_spans(
+        db: sqlite3.Connection, project_id: str, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], SpanState]:
+        found: dict[tuple[str, str], SpanState] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            values = ", ".join("(?, ?)" for _ in chunk)
+            rows = db.execute(
+                f"SELECT * FROM spans WHERE project_id = ? AND (trace_id, span_id) IN "
+                f"(VALUES {values})",
+                [project_id, *(part for key in chunk for part in key)],
+            )
+            for row in rows:
+                found[(row["trace_id"], row["span_id"])] = span_state_of_row(dict(row))
+        return found
+
+    def _store_traces(
+        self,
+        db: sqlite3.Connection,
+        project_id: str,
+        traces: dict[str, Registers],
+        work: list[tuple[WriteBatch, WriteResult]],
+    ) -> None:
+        ids = list(traces)
+        stored: dict[str, Registers] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = db.execute(
+                f"SELECT trace_id, body FROM traces WHERE project_id = ? AND body IS NOT NULL "
+                f"AND trace_id IN ({', '.join('?' * len(chunk))})",
+                [project_id, *chunk],
+            )
+            for row in rows:
+                stored[row["trace_id"]] = trace_state_of_body(row["body"])
+        repeats: set[str] = set()
+        rows_out = []
+        for trace_id, state in traces.items():
+            old = stored.get(trace_id)
+            if old is not None:
+                for version in (state.base, *state.overrides.values()):
+                    if old.knows(version):
+                        repeats.add(version.partition(":")[2])
+                old.merge(state)
+                state = old
+            v = state.values
+            rows_out.append(
+                (project_id, trace_id, v.get("name"), v.get("user_id"), v.get("session_id"),
+                 trace_body(state))
+            )  # fmt: skip
+        db.executemany(
+            "INSERT INTO traces (project_id, trace_id, name, user_id, session_id, body) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, trace_id) DO UPDATE SET "
+            "name = excluded.name, user_id = excluded.user_id, "
+            "session_id = excluded.session_id, body = excluded.body",
+            rows_out,
+        )
+        if repeats:
+            for batch, result in work:
+                result.duplicates.update(w.event_id for w in batch.traces if w.event_id in repeats)
+
+    @staticmethod
+    def _store_records(
+        db: sqlite3.Connection, project_id: str, batch: WriteBatch, result: WriteResult
+    ) -> None:
+        ids = [r.event_id for r in batch.records]
+        existing: set[str] = set()
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            existing.update(
+                row[0]
+                for row in db.execute(
+                    f"SELECT event_id FROM records WHERE project_id = ? "
+                    f"AND event_id IN ({', '.join('?' * len(chunk))})",
+                    [project_id, *chunk],
+                )
+            )
+        result.duplicates.update(existing)
+        db.executemany(
+            "INSERT INTO records (project_id, event_id, event_type, trace_id, span_id, name, "
+            "time_ns, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                (project_id, r.event_id, r.event_type, r.trace_id, r.span_id, r.name, r.time_ns,
+                 orjson.dumps(r.body).decode())
+                for r in batch.records
+            ],
+        )  # fmt: skip
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
+        """The trace row and its spans, ordered by start; None if there is none."""
+        db = self._reader()
+        try:
+            trace = db.execute(
+                "SELECT * FROM traces WHERE project_id = ? AND trace_id = ?",
+                (project_id, trace_id),
+            ).fetchone()
+            if trace is None:
+                return None
+            spans = db.execute(
+                "SELECT * FROM spans WHERE project_id = ? AND trace_id = ? "
+                "ORDER BY start_ns, sequence",
+                (project_id, trace_id),
+            ).fetchall()
+            records = db.execute(
+                "SELECT * FROM records WHERE project_id = ? AND trace_id = ? ORDER BY time_ns",
+                (project_id, trace_id),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+        return {
+            "trace": dict(trace),
+            "spans": [dict(row) for row in spans],
+            "records": [dict(row) for row in records],
+        }
+
+    # -- projects and keys -------------------------------------------------------------
+
+    def _admin(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._admin_lock:
+            db = self._reader()
+            try:
+                return db.execute(sql, tuple(parameters)).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"SQLite failed: {exc}") from exc
+
+    def ensure_project(self, name: str) -> str:
+        """The id of project ``name``, made if needed (its id is its name)."""
+        self._admin(
+            "INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (name, name, time.time()),
+        )
+        return name
+
+    def project_count(self) -> int:
+        """How many projects exist."""
+        return int(self._admin("SELECT count(*) FROM projects")[0][0])
+
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new key."""
+        self._admin(
+            "INSERT INTO api_keys (key_hash, key_id, project_id, scopes, name, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key.key_hash, key.key_id, key.project_id, ",".join(sorted(key.scopes)), key.name,
+             key.created_at),
+        )  # fmt: skip
+
+    def list_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        return [_key(row) for row in self._admin(_KEYS_SQL + " ORDER BY k.created_at")]
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+        rows = self._admin(_KEYS_SQL + " WHERE k.key_hash = ?", (key_hash,))
+        return _key(rows[0]) if rows else None
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        """Revoke a key; False if there is no such key."""
+        if not self._admin("SELECT 1 FROM api_keys WHERE key_id = ?", (key_id,)):
+            return False
+        self._admin(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?",
+            (at, key_id),
+        )
+        return True
+
+    def ping(self) -> bool:
+        """Whether the database answers."""
+        try:
+            self._reader().execute("SELECT 1").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+
+    def close(self) -> None:
+        """Close the writer's connection (readers' close with their threads)."""
+        self._writer.close()
+
+
+_KEYS_SQL = (
+    "SELECT k.key_id, k.key_hash, k.project_id, p.name AS project_name, k.scopes, k.name, "
+    "k.created_at, k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id"
+)
+
+
+def _key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        row["key_id"],
+        row["key_hash"],
+        row["project_id"],
+        row["project_name"],
+        frozenset(s for s in row["scopes"].split(",") if s),
+        row["name"],
+        row["created_at"],
+        row["revoked_at"],
+    )

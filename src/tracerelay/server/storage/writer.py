@@ -1,0 +1,108 @@
+"""The writer: one thread per server process that commits requests' batches in groups.
+
+    request handler ── submit(batch) ──► bounded queue ──► writer thread
+          ▲                                                  │ takes every batch queued
+          └──────── awaits its future ◄── resolved after ────┘ (up to max_group events),
+                                          the group's commit     one store.write → commit
+
+Each request waits for the commit that holds its batch: the answer is sent
+only when the data is on disk (an acknowledgement is a promise), yet the
+commit and its fsync are shared by every request that arrived meanwhile, so
+more concurrent requests cost fewer commits each. The queue is bounded by
+events; ``submit`` refuses (``QueueFull``) beyond it, and the ingest answers
+503 with Retry-After instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from tracerelay.server.storage.base import Store
+from tracerelay.server.storage.rows import WriteBatch, WriteResult
+
+__all__ = ["QueueFull", "Writer"]
+
+
+class QueueFull(Exception):
+    """The writer holds as many events as it may: shed load (503, Retry-After)."""
+
+
+@dataclass(slots=True)
+class _Job:
+    batch: WriteBatch
+    future: Future[WriteResult]
+
+
+class Writer:
+    """Group-committing writer thread over a ``Store``; see the module docstring."""
+
+    def __init__(self, store: Store, *, max_queued: int = 200_000, max_group: int = 20_000) -> None:
+        self.store = store
+        self.max_queued = max_queued
+        self.max_group = max_group
+        self._jobs: deque[_Job] = deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="tracerelay-writer", daemon=True)
+        self._thread.start()
+        self.commits = 0
+        self.events_written = 0
+
+    @property
+    def queued(self) -> int:
+        """Events waiting for a commit."""
+        return self._queued
+
+    def submit(self, batch: WriteBatch) -> asyncio.Future[WriteResult]:
+        """Queue ``batch``; the returned future resolves after its commit. Raises
+        ``QueueFull`` when the queue is at its bound. Call from the event loop."""
+        future: Future[WriteResult] = Future()
+        size = len(batch)
+        with self._cond:
+            if self._closing:
+                raise QueueFull("the server is shutting down")
+            if self._queued and self._queued + size > self.max_queued:
+                raise QueueFull(f"{self._queued} events wait to be written")
+            self._jobs.append(_Job(batch, future))
+            self._queued += size
+            self._cond.notify()
+        return asyncio.wrap_future(future)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then stop."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closing:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                group: list[_Job] = []
+                size = 0
+                while self._jobs and (
+                    not group or size + len(self._jobs[0].batch) <= self.max_group
+                ):
+                    job = self._jobs.popleft()
+                    group.append(job)
+                    size += len(job.batch)
+                self._queued -= size
+            try:
+                results = self.store.write([job.batch for job in group])
+            except Exception as exc:
+                for job in group:
+                    job.future.set_exception(exc)
+                continue
+            self.commits += 1
+            self.events_written += size
+            for job, result in zip(group, results, strict=True):
+                job.future.set_result(result)
