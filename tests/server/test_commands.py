@@ -1,0 +1,42 @@
+"""``tracerelay keys`` against a real database, and the keys it makes against a real server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server.support import running_server
+from tracerelay.cli import main
+
+
+def test_keys_create_list_revoke_and_the_server_honours_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_server(tmp_path) as server:
+        url = f"sqlite:///{server.database}"
+        assert main(["keys", "create", "--project", "shop", "--scopes", "ingest,read",
+                     "--database-url", url]) == 0  # fmt: skip
+        out = capsys.readouterr().out.strip().splitlines()
+        key = out[-1]
+        key_id = out[0].split()[2]
+        assert key.startswith("tr_") and key_id.startswith("k_")
+        assert main(["keys", "list", "--database-url", url]) == 0
+        listing = capsys.readouterr().out
+        assert key_id in listing and "shop" in listing and "ingest,read" in listing
+        assert key not in listing  # only the id is ever shown again
+        with server.client(key) as client:
+            assert client.get(f"/v1/traces/{'1' * 32}").status_code == 404  # known key, no trace
+        assert main(["keys", "revoke", key_id, "--database-url", url]) == 0
+        time.sleep(5.2)  # the server remembers a key for 5 s
+        with server.client(key) as client:
+            refused = client.get(f"/v1/traces/{'1' * 32}")
+        assert refused.status_code == 401 and refused.json()["code"] == "TR-AUTH-INVALID"
+        assert main(["keys", "revoke", "k_nosuchkey", "--database-url", url]) == 1
+
+
+def test_keys_refuse_unknown_scopes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["keys", "create", "--scopes", "ingest,write", "--database-url", url]) == 2
+    assert "scopes must be some of admin, ingest, read" in capsys.readouterr().out
