@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/tracerelay demo
+	$(VENV)/bin/tracerelay demo --serve
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -102,11 +102,25 @@ def _error(message: str) -> None:
         help="file for jsonl (default: $TRACERELAY_EXPORT_FILE or tracerelay-spans.jsonl)",
     ),
     arg("--endpoint", help="server for http (default: $TRACERELAY_ENDPOINT or 127.0.0.1:4319)"),
+    arg(
+        "--serve",
+        action="store_true",
+        help="start a tracerelay server on SQLite here, send the workload to it, keep serving",
+    ),
+    arg("--port", type=int, default=4319, help="with --serve: port (default: 4319)"),
+    arg(
+        "--database",
+        default=".tracerelay/demo.db",
+        help="with --serve: SQLite file (default: .tracerelay/demo.db)",
+    ),
+    arg("--exit", action="store_true", help="with --serve: stop once the workload is stored"),
 )
 def _demo(args: argparse.Namespace) -> int:
     import tracerelay
     from tracerelay.demo import run_demo
 
+    if args.serve:
+        return int(_server_commands().demo(args))
     options: dict[str, Any] = {"service": "tracerelay-demo", "exporter": args.exporter}
     if args.output is not None:
         if args.exporter != "jsonl":

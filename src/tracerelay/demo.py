@@ -107,7 +107,7 @@ def _answer(question: str, facts: list[str], draft: str) -> str:
     return _complete(prompt, draft.capitalize() + ".")
 
 
-def _run_agent(index: int, pool: tracerelay.ThreadPoolExecutor) -> None:
+def _run_agent(index: int, pool: tracerelay.ThreadPoolExecutor) -> str:
     question, draft = _QUESTIONS[index % len(_QUESTIONS)]
     user_id = f"user-{index % 2 + 1}"
     attributes = {"agent.name": "support-bot", "question": question, "demo.run": index + 1}
@@ -127,11 +127,13 @@ def _run_agent(index: int, pool: tracerelay.ThreadPoolExecutor) -> None:
         answer = _answer(question, facts, draft)
         run.set_attribute("answer.chars", len(answer))
         tracerelay.score("answer_relevance", 0.9 - 0.1 * (index % 3), comment="demo heuristic")
+        return run.trace_id
 
 
-def run_demo(traces: int = 3) -> None:
-    """Run ``traces`` agent runs, each one trace; flush or shut tracing down to see them."""
+def run_demo(traces: int = 3) -> list[str]:
+    """Run ``traces`` agent runs, each one trace; flush or shut tracing down to see them.
+    Returns their trace ids."""
     with tracerelay.ThreadPoolExecutor(max_workers=3, thread_name_prefix="demo-tool") as pool:
-        for index in range(traces):
-            _run_agent(index, pool)
+        trace_ids = [_run_agent(index, pool) for index in range(traces)]
     tracerelay.metric("demo.traces", traces, kind="counter", unit="traces")
+    return trace_ids

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.support import running_server
+from tests.server.support import free_port, running_server
 from tracerelay.cli import main
+from tracerelay.server.storage.sqlite import SqliteStore
 
 
 def test_keys_create_list_revoke_and_the_server_honours_them(
@@ -40,3 +41,27 @@ def test_keys_refuse_unknown_scopes(tmp_path: Path, capsys: pytest.CaptureFixtur
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert main(["keys", "create", "--scopes", "ingest,write", "--database-url", url]) == 2
     assert "scopes must be some of admin, ingest, read" in capsys.readouterr().out
+
+
+def test_demo_with_a_server_stores_the_agent_runs_and_says_where_to_look(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "demo.db"
+    port = free_port()
+    args = ["demo", "--serve", "--exit", "--port", str(port), "--database", str(database)]
+    assert main([*args, "--traces", "2"]) == 0
+    out = capsys.readouterr().out
+    looks = [line.split() for line in out.splitlines() if line.strip().startswith("curl")]
+    assert len(looks) == 2
+    store = SqliteStore(str(database))
+    try:
+        for words in looks:
+            trace_id = words[-1].rsplit("/", 1)[1]
+            (project,) = {k.project_id for k in store.list_keys() if k.project_name == "demo"}
+            found = store.get_trace(project, trace_id)
+            assert found is not None
+            names = {row["name"] for row in found["spans"]}
+            assert "answer_question" in names and len(found["spans"]) > 5
+            assert any(r["event_type"] == "quality_score_create" for r in found["records"])
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ these commands runs, so the SDK's commands never load FastAPI.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from tracerelay.server.settings import ServerSettings
@@ -80,3 +81,62 @@ def keys(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def demo(args: argparse.Namespace) -> int:
+    """``tracerelay demo --serve``: a server on SQLite in this process, the demo workload
+    sent to it over HTTP, then where to look; serves until interrupted (or ``--exit``)."""
+    import threading
+
+    import uvicorn
+
+    import tracerelay
+    from tracerelay.demo import run_demo
+    from tracerelay.server.app import create_app, open_store
+    from tracerelay.server.keys import make_key
+
+    settings = ServerSettings(port=args.port, database_url=f"sqlite:///{args.database}")
+    store = open_store(settings)
+    try:
+        # A fresh key per run: the demo never depends on a key printed earlier.
+        key, _ = make_key(store, "demo", frozenset({"ingest", "read"}), name="tracerelay demo")
+    finally:
+        store.close()
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="tracerelay-demo-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            print(f"tracerelay demo: the server did not start on port {settings.port}")
+            return 1
+        time.sleep(0.05)
+    url = f"http://{settings.host}:{settings.port}"
+    client = tracerelay.init(
+        service="tracerelay-demo", exporter="http", endpoint=url, api_key=key, environ={}
+    )
+    try:
+        trace_ids = run_demo(args.traces)
+    finally:
+        flushed = tracerelay.shutdown()
+    metrics = client.metrics()
+    print(f"tracerelay demo: {metrics['items_processed']} records of {len(trace_ids)} agent runs "
+          f"stored in {os.path.abspath(args.database)} by the server at {url}")  # fmt: skip
+    print("look at a trace (spans flat and as a tree):")
+    for trace_id in trace_ids:
+        print(f"  curl -s -H 'Authorization: Bearer {key}' {url}/v1/traces/{trace_id}")
+    print(f"API description: {url}/docs   server metrics: {url}/metrics")
+    try:
+        if not args.exit:
+            print("serving until Ctrl-C", flush=True)
+            while thread.is_alive():
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    return 0 if flushed and not metrics["items_failed"] else 1
