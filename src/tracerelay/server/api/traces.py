@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -12,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tracerelay.server.api.auth import Reading
 from tracerelay.server.api.ingest import error_response
+from tracerelay.server.storage.base import TraceQuery
 
 __all__ = ["router", "span_view"]
 
@@ -90,6 +94,115 @@ def _tree(spans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]
             orphans.append(span["span_id"])
             grow(span)
     return roots, orphans
+
+
+_ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
+_PARAMS = frozenset(
+    {"service", "name", "status", "min_duration_ms", "since", "until", "user_id", "session_id",
+     "cursor", "limit"}
+)  # fmt: skip
+
+
+class _BadQuery(Exception):
+    pass
+
+
+def _time_ns(value: str, name: str) -> int:
+    """Unix seconds, or an ISO 8601 / RFC 3339 date-time, as nanoseconds."""
+    try:
+        return int(float(value) * 1e9)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _BadQuery(f"{name}: expected Unix seconds or an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1e9)
+
+
+def _query(params: Any) -> TraceQuery:
+    unknown = [k for k in params if k not in _PARAMS and not k.startswith("attr.")]
+    if unknown:
+        raise _BadQuery(
+            f"{unknown[0]}: not a filter; see SPEC §2 (attr.<key>=<value> for attributes)"
+        )
+    attributes = []
+    for key, value in params.multi_items():
+        if key.startswith("attr."):
+            name = key[5:]
+            if not _ATTRIBUTE_KEY.fullmatch(name):
+                raise _BadQuery(f"{key}: an attribute key is 1-128 letters, digits or _.:/-")
+            attributes.append((name, value))
+    status = params.get("status")
+    if status not in (None, "ok", "error"):
+        raise _BadQuery("status: expected ok or error")
+    try:
+        limit = int(params.get("limit", 50))
+        min_duration = params.get("min_duration_ms")
+        min_duration_ns = None if min_duration is None else int(float(min_duration) * 1e6)
+    except ValueError:
+        raise _BadQuery("limit and min_duration_ms are numbers") from None
+    if not 1 <= limit <= 1000:
+        raise _BadQuery("limit: expected 1 to 1000")
+    before = None
+    if params.get("cursor"):
+        try:
+            start, _, trace_id = base64.urlsafe_b64decode(params["cursor"]).decode().partition(":")
+            before = (int(start), trace_id)
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            raise _BadQuery("cursor: not a cursor this server gave") from None
+    since, until = params.get("since"), params.get("until")
+    return TraceQuery(
+        service=params.get("service"),
+        name=params.get("name"),
+        status=status,
+        min_duration_ns=min_duration_ns,
+        since_ns=None if since is None else _time_ns(since, "since"),
+        until_ns=None if until is None else _time_ns(until, "until"),
+        user_id=params.get("user_id"),
+        session_id=params.get("session_id"),
+        attributes=tuple(attributes),
+        before=before,
+        limit=limit,
+    )
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    start, end = row["start_ns"], row["end_ns"]
+    return {
+        "trace_id": row["trace_id"],
+        "name": row["name"] or row["root_name"],
+        "service": row["service"],
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
+        "span_count": row["span_count"],
+        "error_count": row["error_count"],
+        "user_id": row["user_id"],
+        "session_id": row["session_id"],
+    }
+
+
+@router.get("/v1/traces")
+async def search_traces(request: Request, principal: Reading) -> Response:
+    """Traces of the caller's project, newest first, filtered (SPEC §2), a page at a time:
+    pass ``next_cursor`` back as ``cursor`` for the next page."""
+    try:
+        query = _query(request.query_params)
+    except _BadQuery as exc:
+        return error_response(400, "TR-QUERY-FILTER", str(exc), "fix that query parameter")
+    store = request.app.state.server.store
+    rows = await run_in_threadpool(store.search_traces, principal.project_id, query)
+    cursor = None
+    if len(rows) == query.limit:
+        last = rows[-1]
+        cursor = base64.urlsafe_b64encode(
+            f"{last['start_ns']}:{last['trace_id']}".encode()
+        ).decode()
+    answer = {"traces": [_summary(row) for row in rows], "next_cursor": cursor}
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get("/v1/traces/{trace_id}")

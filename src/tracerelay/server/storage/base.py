@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from tracerelay.server.storage.rows import WriteBatch, WriteResult
 
-__all__ = ["ApiKey", "StorageError", "Store"]
+__all__ = ["ApiKey", "StorageError", "Store", "TraceQuery"]
 
 
 class StorageError(Exception):
@@ -35,6 +35,23 @@ class ApiKey:
     revoked_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class TraceQuery:
+    """The filters of ``GET /v1/traces`` (SPEC §2), already checked; None: no filter."""
+
+    service: str | None = None
+    name: str | None = None
+    status: str | None = None  # "error": some span failed; "ok": none did
+    min_duration_ns: int | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()  # some span has attribute key = value
+    before: tuple[int, str] | None = None  # the cursor: (start_ns, trace_id) of the last seen
+    limit: int = 50
+
+
 class Store(Protocol):
     """Storage for one server process; see the module docstring."""
 
@@ -45,6 +62,10 @@ class Store(Protocol):
 
     def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
         """The trace row and its spans (as stored), or None."""
+        ...
+
+    def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:
+        """Trace rows matching ``query``, newest first, at most ``query.limit``."""
         ...
 
     def ensure_project(self, name: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from tracerelay.server.storage.base import ApiKey, StorageError
+from tracerelay.server.storage.base import ApiKey, StorageError, TraceQuery
 from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
 from tracerelay.server.storage.rows import (
@@ -318,6 +318,55 @@ class SqliteStore:
             "records": [dict(row) for row in records],
         }
 
+    def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:
+        """Trace rows matching ``query``, newest first (start, then trace id, descending).
+
+        Every condition is on the ``traces`` row and its indexes, but attribute
+        filters, which look for one span of the trace carrying the attribute.
+        """
+        where = ["t.project_id = ?", "t.start_ns IS NOT NULL"]
+        params: list[Any] = [project_id]
+        for column, value in (
+            ("t.service", query.service),
+            ("coalesce(t.name, t.root_name)", query.name),
+            ("t.user_id", query.user_id),
+            ("t.session_id", query.session_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.status == "error":
+            where.append("t.error_count > 0")
+        elif query.status == "ok":
+            where.append("t.error_count = 0")
+        if query.min_duration_ns is not None:
+            where.append("t.end_ns - t.start_ns >= ?")
+            params.append(query.min_duration_ns)
+        if query.since_ns is not None:
+            where.append("t.start_ns >= ?")
+            params.append(query.since_ns)
+        if query.until_ns is not None:
+            where.append("t.start_ns < ?")
+            params.append(query.until_ns)
+        for key, value in query.attributes:
+            where.append(
+                "EXISTS (SELECT 1 FROM spans s WHERE s.project_id = t.project_id AND "
+                "s.trace_id = t.trace_id AND json_extract(s.body, ?) IN (?, ?))"
+            )
+            params += [f'$.attributes."{key}"', value, _number_or(value)]
+        if query.before is not None:
+            where.append("(t.start_ns < ? OR (t.start_ns = ? AND t.trace_id < ?))")
+            params += [query.before[0], query.before[0], query.before[1]]
+        sql = (
+            "SELECT t.* FROM traces t WHERE " + " AND ".join(where)
+            + " ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT ?"
+        )  # fmt: skip
+        try:
+            rows = self._reader().execute(sql, [*params, query.limit]).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+        return [dict(row) for row in rows]
+
     # -- projects and keys -------------------------------------------------------------
 
     def _admin(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -398,3 +447,14 @@ def _key(row: sqlite3.Row) -> ApiKey:
         row["created_at"],
         row["revoked_at"],
     )
+
+
+def _number_or(value: str) -> Any:
+    """``value`` as the number it spells (attributes keep their JSON type), else itself."""
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
