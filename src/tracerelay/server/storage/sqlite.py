@@ -205,17 +205,29 @@ class SqliteStore:
     def _stored_spans(
         db: sqlite3.Connection, project_id: str, keys: list[tuple[str, str]]
     ) -> dict[tuple[str, str], SpanState]:
-        found: dict[tuple[str, str], SpanState] = {}
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            values = ", ".join("(?, ?)" for _ in chunk)
+        """The stored states of those of ``keys`` already in the table.
+
+        First the keys alone, by trace id (the primary key's prefix: an index-only
+        scan, cheap even for a trace of many spans), then whole rows for the few
+        that exist — a span usually arrives once, so this is mostly one query."""
+        wanted = set(keys)
+        trace_ids = sorted({trace_id for trace_id, _ in keys})
+        present: list[tuple[str, str]] = []
+        for start in range(0, len(trace_ids), _CHUNK):
+            chunk = trace_ids[start : start + _CHUNK]
             rows = db.execute(
-                f"SELECT * FROM spans WHERE project_id = ? AND (trace_id, span_id) IN "
-                f"(VALUES {values})",
-                [project_id, *(part for key in chunk for part in key)],
+                f"SELECT trace_id, span_id FROM spans WHERE project_id = ? "
+                f"AND trace_id IN ({', '.join('?' * len(chunk))})",
+                [project_id, *chunk],
             )
-            for row in rows:
-                found[(row["trace_id"], row["span_id"])] = span_state_of_row(dict(row))
+            present += [key for key in map(tuple, rows) if key in wanted]
+        found: dict[tuple[str, str], SpanState] = {}
+        for trace_id, span_id in present:
+            row = db.execute(
+                "SELECT * FROM spans WHERE project_id = ? AND trace_id = ? AND span_id = ?",
+                (project_id, trace_id, span_id),
+            ).fetchone()
+            found[(trace_id, span_id)] = span_state_of_row(dict(row))
         return found
 
     def _store_traces(
