@@ -8,12 +8,15 @@ from ``app.state.server``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +50,7 @@ class ServerState:
     seen: SeenIds
     keys: KeyCache
     metrics: ServerMetrics
+    retention_runs: int = 0
 
 
 def open_store(settings: ServerSettings) -> Store:
@@ -89,6 +93,30 @@ def bootstrap(store: Store, settings: ServerSettings) -> str | None:
     return key
 
 
+async def enforce_retention(state: ServerState) -> None:
+    """Delete data older than ``retention_days`` now and every ``retention_check_seconds``,
+    through the writer (it owns the write connection), a bounded number of traces a turn."""
+    days = state.settings.retention_days
+    assert days is not None
+    while True:
+        cutoff = int((time.time() - days * 86400) * 1e9)
+        deleted = 0
+        try:
+            while True:
+                done = await asyncio.wrap_future(
+                    state.writer.call(partial(state.store.delete_before, cutoff))
+                )
+                deleted += done
+                if done < 5000:
+                    break
+        except Exception as exc:
+            logger.warning("tracerelay: retention failed: %s", exc)
+        if deleted:
+            logger.info("tracerelay: retention deleted %d traces older than %g days", deleted, days)
+        state.retention_runs += 1
+        await asyncio.sleep(state.settings.retention_check_seconds)
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The server application for ``settings`` (default: from the environment)."""
     settings = settings or ServerSettings.from_env()
@@ -102,9 +130,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             settings, store, writer, SeenIds(ttl=settings.dedup_ttl), KeyCache(store),
             ServerMetrics(),
         )  # fmt: skip
+        retention = None
+        if settings.retention_days is not None:
+            retention = asyncio.create_task(enforce_retention(app.state.server))
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
             await run_in_threadpool(writer.close)
             store.close()
 

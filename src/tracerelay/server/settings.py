@@ -31,6 +31,7 @@ class ServerSettings:
     dedup_ttl: float = 3600.0
     bootstrap_key: str | None = None
     retention_days: float | None = None
+    retention_check_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -53,6 +54,12 @@ class ServerSettings:
                     code="TR-CONFIG-RANGE",
                     fix="give a positive number.",
                 )
+        if self.retention_days is not None and not 0 < self.retention_days <= 36500:
+            raise ConfigError(
+                f"retention_days {self.retention_days} is out of range.",
+                code="TR-CONFIG-RANGE",
+                fix="keep data between a fraction of a day and 36,500 days.",
+            )
         if self.bootstrap_key is not None and len(self.bootstrap_key) < 16:
             raise ConfigError(
                 "the bootstrap key is shorter than 16 characters.",

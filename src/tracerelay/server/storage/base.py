@@ -68,6 +68,12 @@ class Store(Protocol):
         """Trace rows matching ``query``, newest first, at most ``query.limit``."""
         ...
 
+    def delete_before(self, cutoff_ns: int, *, limit: int = 5000) -> int:
+        """Delete up to ``limit`` traces that started before ``cutoff_ns`` (with their
+        spans and records) and records older than it; returns the traces deleted.
+        Writer thread only."""
+        ...
+
     def ensure_project(self, name: str) -> str:
         """The id of project ``name``, made if needed."""
         ...

@@ -301,6 +301,32 @@ class SqliteStore:
             ],
         )  # fmt: skip
 
+    def delete_before(self, cutoff_ns: int, *, limit: int = 5000) -> int:
+        """Retention: whole traces that started before ``cutoff_ns``, a bounded number per
+        call so the write lock is held briefly; then records older than it."""
+        db = self._writer
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                old = db.execute(
+                    "SELECT project_id, trace_id FROM traces WHERE start_ns < ? LIMIT ?",
+                    (cutoff_ns, limit),
+                ).fetchall()
+                keys = [(row[0], row[1]) for row in old]
+                for table in ("spans", "records", "traces"):
+                    db.executemany(
+                        f"DELETE FROM {table} WHERE project_id = ? AND trace_id = ?", keys
+                    )
+                if len(keys) < limit:
+                    db.execute("DELETE FROM records WHERE time_ns < ?", (cutoff_ns,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite retention failed: {exc}") from exc
+        return len(keys)
+
     # -- reads ----------------------------------------------------------------------
 
     def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:

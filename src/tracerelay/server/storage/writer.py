@@ -18,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tracerelay.server.storage.base import Store
 from tracerelay.server.storage.rows import WriteBatch, WriteResult
 
 __all__ = ["QueueFull", "Writer"]
+
+T = TypeVar("T")
 
 
 class QueueFull(Exception):
@@ -37,6 +41,14 @@ class _Job:
     future: Future[WriteResult]
 
 
+@dataclass(slots=True)
+class _Call:
+    """Maintenance (retention) run on the writer's thread, between groups."""
+
+    function: Callable[[], object]
+    future: Future[object]
+
+
 class Writer:
     """Group-committing writer thread over a ``Store``; see the module docstring."""
 
@@ -45,6 +57,7 @@ class Writer:
         self.max_queued = max_queued
         self.max_group = max_group
         self._jobs: deque[_Job] = deque()
+        self._calls: deque[_Call] = deque()
         self._queued = 0
         self._cond = threading.Condition()
         self._closing = False
@@ -73,6 +86,15 @@ class Writer:
             self._cond.notify()
         return asyncio.wrap_future(future)
 
+    def call(self, function: Callable[[], T]) -> Future[T]:
+        """Run ``function`` on the writer's thread (it owns the write connection) before
+        the next group; the future holds its result."""
+        future: Future[T] = Future()
+        with self._cond:
+            self._calls.append(_Call(function, future))  # type: ignore[arg-type]
+            self._cond.notify()
+        return future
+
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then stop."""
         with self._cond:
@@ -83,10 +105,20 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._jobs and not self._closing:
+                while not self._jobs and not self._calls and not self._closing:
                     self._cond.wait()
+                calls = list(self._calls)
+                self._calls.clear()
+            for call in calls:
+                try:
+                    call.future.set_result(call.function())
+                except Exception as exc:
+                    call.future.set_exception(exc)
+            with self._cond:
                 if not self._jobs:
-                    return
+                    if self._closing:
+                        return
+                    continue
                 group: list[_Job] = []
                 size = 0
                 while self._jobs and (
