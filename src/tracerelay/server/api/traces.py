@@ -17,7 +17,7 @@ from tracerelay.server.api.auth import Reading
 from tracerelay.server.api.ingest import error_response
 from tracerelay.server.storage.base import TraceQuery
 
-__all__ = ["router", "span_view"]
+__all__ = ["router", "span_view", "time_ns"]
 
 router = APIRouter(tags=["traces"])
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -103,11 +103,11 @@ _PARAMS = frozenset(
 )  # fmt: skip
 
 
-class _BadQuery(Exception):
+class _BadQuery(ValueError):
     pass
 
 
-def _time_ns(value: str, name: str) -> int:
+def time_ns(value: str, name: str) -> int:
     """Unix seconds, or an ISO 8601 / RFC 3339 date-time, as nanoseconds."""
     try:
         return int(float(value) * 1e9)
@@ -159,8 +159,8 @@ def _query(params: Any) -> TraceQuery:
         name=params.get("name"),
         status=status,
         min_duration_ns=min_duration_ns,
-        since_ns=None if since is None else _time_ns(since, "since"),
-        until_ns=None if until is None else _time_ns(until, "until"),
+        since_ns=None if since is None else time_ns(since, "since"),
+        until_ns=None if until is None else time_ns(until, "until"),
         user_id=params.get("user_id"),
         session_id=params.get("session_id"),
         attributes=tuple(attributes),

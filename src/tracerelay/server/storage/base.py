@@ -68,6 +68,24 @@ class Store(Protocol):
         """Trace rows matching ``query``, newest first, at most ``query.limit``."""
         ...
 
+    def services(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Per service: spans, errors, first and last span start, in the window."""
+        ...
+
+    def dependencies(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Per (parent service, child service) across a parent/child span edge: calls, errors."""
+        ...
+
+    def red(
+        self, project_id: str, since_ns: int, until_ns: int, service: str | None
+    ) -> list[dict[str, Any]]:
+        """Per (service, operation): count, errors, p50/p95/p99 duration (ns)."""
+        ...
+
+    def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Per model: generations, input/output/total tokens, cost."""
+        ...
+
     def delete_before(self, cutoff_ns: int, *, limit: int = 5000) -> int:
         """Delete up to ``limit`` traces that started before ``cutoff_ns`` (with their
         spans and records) and records older than it; returns the traces deleted.

@@ -405,6 +405,70 @@ class SqliteStore:
             raise StorageError(f"SQLite read failed: {exc}") from exc
         return [dict(row) for row in rows]
 
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        try:
+            return [dict(row) for row in self._reader().execute(sql, params).fetchall()]
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+
+    def services(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Per service in the window: spans, errors, first and last start."""
+        return self._rows(
+            "SELECT service, count(*) AS spans, sum(status_code = 'error') AS errors, "
+            "min(start_ns) AS first_ns, max(start_ns) AS last_ns FROM spans "
+            "WHERE project_id = ? AND start_ns >= ? AND start_ns < ? AND service IS NOT NULL "
+            "GROUP BY service ORDER BY service",
+            (project_id, since_ns, until_ns),
+        )
+
+    def dependencies(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Service → service call counts and errors, from child spans whose parent span
+        belongs to another service (the child's status counts as the call's)."""
+        return self._rows(
+            "SELECT p.service AS parent, c.service AS child, count(*) AS calls, "
+            "sum(c.status_code = 'error') AS errors FROM spans c JOIN spans p "
+            "ON p.project_id = c.project_id AND p.trace_id = c.trace_id "
+            "AND p.span_id = c.parent_span_id "
+            "WHERE c.project_id = ? AND c.start_ns >= ? AND c.start_ns < ? "
+            "AND p.service IS NOT c.service GROUP BY 1, 2 ORDER BY 1, 2",
+            (project_id, since_ns, until_ns),
+        )
+
+    def red(
+        self, project_id: str, since_ns: int, until_ns: int, service: str | None
+    ) -> list[dict[str, Any]]:
+        """Per (service, operation): count, errors and nearest-rank p50/p95/p99 of the
+        duration, computed in one pass with window functions."""
+        where = "project_id = ? AND start_ns >= ? AND start_ns < ? AND duration_ns IS NOT NULL"
+        params: list[Any] = [project_id, since_ns, until_ns]
+        if service is not None:
+            where += " AND service = ?"
+            params.append(service)
+        ranks = ", ".join(
+            f"min(CASE WHEN rn >= (n * {p} + 99) / 100 THEN duration_ns END) AS p{p}"
+            for p in (50, 95, 99)
+        )
+        return self._rows(
+            f"WITH d AS (SELECT service, name, duration_ns, status_code, "
+            f"row_number() OVER (PARTITION BY service, name ORDER BY duration_ns) AS rn, "
+            f"count(*) OVER (PARTITION BY service, name) AS n FROM spans WHERE {where}) "
+            f"SELECT service, name AS operation, max(n) AS count, "
+            f"sum(status_code = 'error') AS errors, {ranks} "
+            f"FROM d GROUP BY service, name ORDER BY service, name",
+            params,
+        )
+
+    def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Per model in the window: generations, tokens and cost."""
+        return self._rows(
+            "SELECT model, count(*) AS generations, coalesce(sum(input_tokens), 0) AS "
+            "input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, "
+            "coalesce(sum(total_tokens), 0) AS total_tokens, coalesce(sum(cost_usd), 0) AS "
+            "cost_usd FROM spans WHERE project_id = ? AND start_ns >= ? AND start_ns < ? "
+            "AND model IS NOT NULL GROUP BY model ORDER BY model",
+            (project_id, since_ns, until_ns),
+        )
+
     # -- projects and keys -------------------------------------------------------------
 
     def _admin(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
