@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tracerelay.ids import new_event_id
 from tracerelay.server.api.auth import Ingesting, Principal
+from tracerelay.server.api.schemas import BATCH_BODY, STREAM_BODY, json_body
 from tracerelay.server.ingest.body import BodyError, decode_body
 from tracerelay.server.ingest.events import EnvelopeError, Parsed, parse_events
 from tracerelay.server.storage.base import StorageError
@@ -113,7 +114,7 @@ async def _store(
     return duplicates, None
 
 
-@router.post("/v1/telemetry/batch")
+@router.post("/v1/telemetry/batch", openapi_extra=json_body(BATCH_BODY))
 async def ingest_batch(request: Request, principal: Ingesting) -> Response:
     """Store a batch of events; see SPEC §2 for the body and the answer."""
     started = time.perf_counter()
@@ -169,7 +170,7 @@ def _parse_stream(body: bytes, encoding: str | None, limit: int, project_id: str
     return parse_events([data["event"]], project_id, resource, None), data["event"]
 
 
-@router.post("/v1/uploads/stream")
+@router.post("/v1/uploads/stream", openapi_extra=json_body(STREAM_BODY))
 async def ingest_stream(request: Request, principal: Ingesting) -> Response:
     """Store one event sent the moment its step ended."""
     started = time.perf_counter()
