@@ -228,6 +228,11 @@ def _rate(name: str) -> _Argument:
         metavar="SECONDS",
         help="stop after this long (default: run until Ctrl-C)",
     ),
+    arg(
+        "--upstream",
+        metavar="URL",
+        help="forward what is not faulted to this tracerelay server (a faulty proxy)",
+    ),
 )
 def _mock(args: argparse.Namespace) -> int:
     import signal
@@ -261,15 +266,20 @@ def _mock(args: argparse.Namespace) -> int:
     if args.api_key == "":
         _error("--api-key must not be empty; leave it out to accept any request.")
         return 2
-    server = MockServer(
-        args.host,
-        args.port,
-        faults=faults,
-        api_key=args.api_key,
-        max_body_bytes=args.max_body_bytes,
-        max_decompressed_bytes=args.max_decompressed_bytes,
-        seed=args.seed,
-    )
+    try:
+        server = MockServer(
+            args.host,
+            args.port,
+            faults=faults,
+            api_key=args.api_key,
+            max_body_bytes=args.max_body_bytes,
+            max_decompressed_bytes=args.max_decompressed_bytes,
+            seed=args.seed,
+            upstream=args.upstream,
+        )
+    except ValueError as exc:
+        _error(str(exc))
+        return 2
     try:
         server.start()
     except OSError as exc:

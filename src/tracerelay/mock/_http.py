@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from tracerelay._version import __version__
 from tracerelay.mock._faults import Faults
 from tracerelay.mock._ingest import (
@@ -411,6 +413,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = handle(mock._ledger, parse_json(raw))
         except RequestError as exc:
             status, answer = exc.status, exc.body
+        if mock.upstream is not None:
+            forwarded = self._forward(mock.upstream + path, body)
+            if forwarded is None:
+                self._abort()  # the upstream is unreachable: as a reset, so the client retries
+                return
+            status, answer = forwarded
         # A slow reply is cut off, not sent late, when the server stops meanwhile.
         if fault == "lost_reply" or (
             fault == "slow" and self.server.stopping.wait(faults.slow_seconds)
@@ -418,6 +426,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         self._send_json(status, answer)
+
+    def _forward(self, url: str, body: bytes) -> tuple[int, Any] | None:
+        """POST ``body`` upstream with the request's auth and content headers; its answer,
+        or None when it cannot be reached."""
+        headers = {
+            name: value
+            for name in ("Authorization", "Content-Type", "Content-Encoding")
+            if (value := self.headers.get(name)) is not None
+        }
+        try:
+            response = httpx.post(url, content=body, headers=headers, timeout=30.0)
+        except httpx.HTTPError:
+            return None
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, {"error": "upstream", "message": response.text[:500]}
 
     def _send_fault(self, fault: str, faults: Faults) -> None:
         status, code, fix = _STATUS_FAULTS[fault]

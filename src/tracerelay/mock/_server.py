@@ -33,6 +33,13 @@ class MockServer:
     was received survives a restart, as a real server's database would; ``reset()``
     forgets it. Faults come from a ``random.Random(seed)``: the same seed and the
     same sequence of requests give the same faults.
+
+    With ``upstream`` (a tracerelay server's URL) the mock is a faulty proxy: an
+    ingest request that draws no fault, or draws ``slow`` or ``lost_reply``, is
+    forwarded there (body and ``Authorization``/``Content-*`` headers as
+    received) and answered with the upstream's answer — late, or not at all
+    after the upstream processed it. The events are recorded here too, so the
+    stats still say what went through.
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class MockServer:
         max_decompressed_bytes: int = 50_000_000,
         seed: int | None = None,
         max_connections: int = 64,
+        upstream: str | None = None,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be from 0 (any free port) to 65535, got {port!r}")
@@ -61,6 +69,9 @@ class MockServer:
             raise TypeError(f"faults must be a Faults instance, got {type(faults).__name__}")
         if api_key is not None and not api_key:
             raise ValueError("api_key must be a non-empty string, or None to accept any request")
+        if upstream is not None and not upstream.startswith(("http://", "https://")):
+            raise ValueError(f"upstream must be an http(s) URL, got {upstream!r}")
+        self.upstream = None if upstream is None else upstream.rstrip("/")
         self.host = host
         self.max_body_bytes = max_body_bytes
         self.max_decompressed_bytes = max_decompressed_bytes
