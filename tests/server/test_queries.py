@@ -170,3 +170,20 @@ def test_another_projects_traces_are_not_listed(server: RunningServer, tmp_path:
         store.close()
     with server.client(other) as client:
         assert client.get("/v1/traces").json() == {"traces": [], "next_cursor": None}
+
+
+def test_one_trace_is_read_by_its_key_not_by_scanning_the_project(tmp_path: Path) -> None:
+    # At millions of spans a plan walking the project's (project, start) index would take
+    # seconds; the primary key reads just the trace, whatever the statistics say.
+    import sqlite3
+
+    from tracerelay.server.storage.sqlite import TRACE_SPANS
+
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    store.close()
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        db.execute("ANALYZE")
+        plan = " ".join(
+            row[3] for row in db.execute("EXPLAIN QUERY PLAN " + TRACE_SPANS, ("p", "t"))
+        )
+    assert "(project_id=? AND trace_id=?)" in plan, plan

@@ -52,6 +52,7 @@ _UPDATE_SPAN = (
     + ", ".join(f"{c} = ?" for c in SPAN_COLUMNS[3:])
     + " WHERE project_id = ? AND trace_id = ? AND span_id = ?"
 )
+TRACE_SPANS = "SELECT * FROM spans WHERE project_id = ? AND trace_id = ?"
 _DERIVE_TRACES = """
 INSERT INTO traces (project_id, trace_id, root_name, service, start_ns, end_ns,
                     span_count, error_count)
@@ -339,11 +340,13 @@ class SqliteStore:
             ).fetchone()
             if trace is None:
                 return None
-            spans = db.execute(
-                "SELECT * FROM spans WHERE project_id = ? AND trace_id = ? "
-                "ORDER BY start_ns, sequence",
-                (project_id, trace_id),
-            ).fetchall()
+            # No ORDER BY: the planner would then walk the (project, start) index across
+            # the whole project to avoid a sort; by primary key it reads just this trace.
+            cursor = db.execute(TRACE_SPANS, (project_id, trace_id))
+            cursor.row_factory = None  # plain tuples: a third of the cost of sqlite3.Row
+            names = [column[0] for column in cursor.description]
+            spans = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            spans.sort(key=lambda s: (s["start_ns"] or 0, s["sequence"] or 0))
             records = db.execute(
                 "SELECT * FROM records WHERE project_id = ? AND trace_id = ? ORDER BY time_ns",
                 (project_id, trace_id),
@@ -352,7 +355,7 @@ class SqliteStore:
             raise StorageError(f"SQLite read failed: {exc}") from exc
         return {
             "trace": dict(trace),
-            "spans": [dict(row) for row in spans],
+            "spans": spans,
             "records": [dict(row) for row in records],
         }
 
