@@ -1,0 +1,1 @@
+"""The tracerelay server (``tracerelay serve``): ingest, storage, queries, alerts and the web UI."""

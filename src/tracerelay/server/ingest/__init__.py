@@ -1,0 +1,1 @@
+"""Ingest: request bodies (SDK batches, streamed events, OTLP) turned into records to store."""
