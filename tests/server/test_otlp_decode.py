@@ -1,7 +1,9 @@
-"""OTLP/HTTP protobuf trace bodies decode to the payloads the SDK sends.
+"""OTLP/HTTP trace bodies decode to the payloads the SDK sends, whatever the encoding.
 
-Spans come from the real OpenTelemetry SDK and its OTLP encoder. Hostile bodies
-must end in ``OtlpError`` (400 or 415) and nothing else.
+Spans come from the real OpenTelemetry SDK and its OTLP encoder; the OTLP/JSON
+form is written here from the same spans, per the OTLP spec, independently of
+protobuf's JSON mapping. Hostile bodies must end in ``OtlpError`` (400 or 415)
+and nothing else.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from google.protobuf.json_format import Parse
+from google.protobuf.json_format import MessageToDict, Parse
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -157,6 +159,87 @@ def by_span_id(decoded: OtlpDecoded) -> dict[str, dict[str, Any]]:
     return {span.payload["span_id"]: span.payload for span in decoded.spans}
 
 
+# --- OTLP/JSON, written per the OTLP spec (not through protobuf's JSON mapping) ---------
+
+
+def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """``spans`` as an OTLP/JSON ExportTraceServiceRequest: lowerCamelCase keys, hex ids,
+    64-bit integers as strings, enums as integers."""
+    scopes: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for span in spans:
+        scope = span.instrumentation_scope
+        scopes.setdefault((scope.name, scope.version), []).append(_json_span(span))
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _json_attributes(spans[0].resource.attributes)},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": name, **({"version": version} if version else {})},
+                        "spans": group,
+                    }
+                    for (name, version), group in scopes.items()
+                ],
+            }
+        ]
+    }
+
+
+def _json_span(span: ReadableSpan) -> dict[str, Any]:
+    context = span.get_span_context()
+    out: dict[str, Any] = {
+        "traceId": format(context.trace_id, "032x"),
+        "spanId": format(context.span_id, "016x"),
+        "name": span.name,
+        "kind": span.kind.value + 1,  # the API's enum starts at INTERNAL = 0, OTLP's at 1
+        "startTimeUnixNano": str(span.start_time),
+        "endTimeUnixNano": str(span.end_time),
+        "attributes": _json_attributes(span.attributes),
+        "status": {"code": span.status.status_code.value},
+    }
+    if span.status.description:
+        out["status"]["message"] = span.status.description
+    if span.parent:
+        out["parentSpanId"] = format(span.parent.span_id, "016x")
+    if context.trace_state:
+        out["traceState"] = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+    if span.events:
+        out["events"] = [
+            {
+                "name": e.name,
+                "timeUnixNano": str(e.timestamp),
+                "attributes": _json_attributes(e.attributes),
+            }
+            for e in span.events
+        ]
+    if span.links:
+        out["links"] = [
+            {
+                "traceId": format(link.context.trace_id, "032x"),
+                "spanId": format(link.context.span_id, "016x"),
+                "attributes": _json_attributes(link.attributes),
+            }
+            for link in span.links
+        ]
+    return out
+
+
+def _json_attributes(attributes: Any) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _json_value(v)} for k, v in (attributes or {}).items()]
+
+
+def _json_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    return {"arrayValue": {"values": [_json_value(v) for v in value]}}
+
+
 # --- the real SDK's spans ----------------------------------------------------------------
 
 
@@ -233,20 +316,61 @@ def test_real_sdk_attributes_events_links_and_resource(shop_spans: list[Readable
     assert all(s.resource is resource for s in decoded.spans)
 
 
+# --- OTLP/JSON --------------------------------------------------------------------------
+
+
+def test_otlp_json_decodes_to_the_same_payloads(shop_spans: list[ReadableSpan]) -> None:
+    from_protobuf = decode_otlp(protobuf_body(shop_spans), PROTOBUF)
+    from_json = decode_otlp(orjson.dumps(otlp_json(shop_spans)), JSON)
+    assert from_json.rejected == 0
+    assert by_span_id(from_json) == by_span_id(from_protobuf)
+    assert from_json.spans[0].resource == from_protobuf.spans[0].resource
+    for span in shop_spans:
+        expected = expected_payload(span)
+        assert by_span_id(from_json)[expected["span_id"]] == expected
+
+
+def test_otlp_json_reads_uppercase_hex_and_integers_as_numbers(
+    shop_spans: list[ReadableSpan],
+) -> None:
+    document = otlp_json(shop_spans)
+    for span in document["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        span["traceId"] = span["traceId"].upper()
+        span["spanId"] = span["spanId"].upper()
+        span["startTimeUnixNano"] = int(span["startTimeUnixNano"])
+        for attribute in span["attributes"]:
+            if "intValue" in attribute["value"]:
+                attribute["value"]["intValue"] = int(attribute["value"]["intValue"])
+    decoded = decode_otlp(orjson.dumps(document), "application/json; charset=utf-8")
+    assert by_span_id(decoded) == by_span_id(decode_otlp(protobuf_body(shop_spans), PROTOBUF))
+
+
+@pytest.mark.parametrize("snake_case", [False, True])
+def test_protobufs_own_json_mapping_is_read_too(
+    shop_spans: list[ReadableSpan], snake_case: bool
+) -> None:
+    # base64 ids, enum names, and (with preserving_proto_field_name) snake_case keys
+    document = MessageToDict(encode_spans(shop_spans), preserving_proto_field_name=snake_case)
+    decoded = decode_otlp(orjson.dumps(document), JSON)
+    assert by_span_id(decoded) == by_span_id(decode_otlp(protobuf_body(shop_spans), PROTOBUF))
+
+
 # --- GenAI --------------------------------------------------------------------------------
 
 
-def _one_span(attributes: dict[str, Any]) -> dict[str, Any]:
+def _one_span(attributes: dict[str, Any], content_type: str) -> dict[str, Any]:
     def body(provider: TracerProvider) -> None:
         with provider.get_tracer("llm").start_as_current_span("call", attributes=attributes):
             pass
 
     spans = record(body)
-    (span,) = decode_otlp(protobuf_body(spans), PROTOBUF).spans
+    data = protobuf_body(spans) if content_type == PROTOBUF else orjson.dumps(otlp_json(spans))
+    (span,) = decode_otlp(data, content_type).spans
     return span.payload
 
 
-def test_genai_attributes_make_a_generation_with_model_and_usage() -> None:
+@pytest.mark.parametrize("content_type", [PROTOBUF, JSON])
+def test_genai_attributes_make_a_generation_with_model_and_usage(content_type: str) -> None:
     attributes = {
         "gen_ai.operation.name": "chat",
         "gen_ai.request.model": "gpt-4o-mini",
@@ -254,20 +378,22 @@ def test_genai_attributes_make_a_generation_with_model_and_usage() -> None:
         "gen_ai.usage.input_tokens": 120,
         "gen_ai.usage.output_tokens": 30,
     }
-    payload = _one_span(attributes)
+    payload = _one_span(attributes, content_type)
     assert payload["type"] == "generation"
     assert payload["model"] == "gpt-4o-mini-2024-07-18"
     assert payload["usage"] == {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150}
     assert payload["attributes"] == attributes
 
 
-def test_genai_older_token_names_and_request_model() -> None:
+@pytest.mark.parametrize("content_type", [PROTOBUF, JSON])
+def test_genai_older_token_names_and_request_model(content_type: str) -> None:
     payload = _one_span(
         {
             "gen_ai.request.model": "claude-3-haiku",
             "gen_ai.usage.prompt_tokens": 7,
             "gen_ai.usage.completion_tokens": 5,
-        }
+        },
+        content_type,
     )
     assert (payload["type"], payload["model"]) == ("generation", "claude-3-haiku")
     assert payload["usage"] == {"input_tokens": 7, "output_tokens": 5, "total_tokens": 12}
@@ -285,7 +411,7 @@ def test_genai_older_token_names_and_request_model() -> None:
     ],
 )
 def test_span_type_from_attributes(attributes: dict[str, Any], expected_type: str) -> None:
-    payload = _one_span(attributes)
+    payload = _one_span(attributes, PROTOBUF)
     assert payload["type"] == expected_type
     if attributes.get("gen_ai.request.model"):
         assert payload["model"] == attributes["gen_ai.request.model"]
@@ -319,6 +445,24 @@ def pb_span(
 
 def each_encoding(request: ExportTraceServiceRequest) -> Iterator[tuple[str, OtlpDecoded]]:
     yield PROTOBUF, decode_otlp(request.SerializeToString(), PROTOBUF)
+    yield JSON, decode_otlp(orjson.dumps(hex_ids(MessageToDict(request))), JSON)
+
+
+def hex_ids(document: dict[str, Any]) -> dict[str, Any]:
+    """Protobuf's JSON mapping turned into OTLP/JSON: base64 ids rewritten as hex."""
+
+    def rewrite(obj: dict[str, Any], keys: Sequence[str]) -> None:
+        for key in keys:
+            if key in obj:
+                obj[key] = base64.b64decode(obj[key]).hex()
+
+    for resource_spans in document.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                rewrite(span, ("traceId", "spanId", "parentSpanId"))
+                for link in span.get("links", []):
+                    rewrite(link, ("traceId", "spanId"))
+    return document
 
 
 def test_invalid_ids_reject_those_spans_only_and_say_why() -> None:
@@ -349,7 +493,10 @@ def test_invalid_ids_reject_those_spans_only_and_say_why() -> None:
 
 
 def test_a_clean_request_answers_without_partial_success(shop_spans: list[ReadableSpan]) -> None:
-    for content_type, body in ((PROTOBUF, protobuf_body(shop_spans)),):
+    for content_type, body in (
+        (PROTOBUF, protobuf_body(shop_spans)),
+        (JSON, orjson.dumps(otlp_json(shop_spans))),
+    ):
         decoded = decode_otlp(body, content_type)
         response = ExportTraceServiceResponse.FromString(decoded.response_bytes(PROTOBUF))
         assert not response.HasField("partial_success")
@@ -493,6 +640,21 @@ def test_deep_nesting_is_capped_with_a_marker() -> None:
         assert depth_of(value) == MAX_VALUE_DEPTH
 
 
+def test_json_nested_far_deeper_is_capped_not_a_recursion_error() -> None:
+    def body(levels: int) -> bytes:
+        value = '{"stringValue":"leaf"}'
+        value = '{"kvlistValue":{"values":[{"key":"k","value":' * levels + value + "}]}}" * levels
+        ids = f'"traceId":"{GOOD_TRACE.hex()}","spanId":"{GOOD_SPAN.hex()}"'
+        span = f'{{{ids},"attributes":[{{"key":"deep","value":{value}}}]}}'
+        return f'{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{span}]}}]}}]}}'.encode()
+
+    (span,) = decode_otlp(body(240), JSON).spans
+    assert depth_of(json.loads(span.payload["attributes"]["deep"])) == MAX_VALUE_DEPTH
+    with pytest.raises(OtlpError) as too_deep:
+        decode_otlp(body(400), JSON)  # past orjson's depth limit
+    assert too_deep.value.status == 400
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """One length-delimited protobuf field, written by hand."""
     head = bytearray()
@@ -525,12 +687,50 @@ def test_protobuf_nested_past_upbs_limit_is_a_400() -> None:
 
 # --- bodies that are not requests -----------------------------------------------------------
 
+TRACE_HEX = GOOD_TRACE.hex()
+SPAN_HEX = GOOD_SPAN.hex()
+
+
+def _json_request(span: Any) -> bytes:
+    return orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+
+
+def _span_with(**fields: Any) -> bytes:
+    return _json_request({"traceId": TRACE_HEX, "spanId": SPAN_HEX, **fields})
+
 
 @pytest.mark.parametrize(
     ("content_type", "body", "says"),
     [
         (PROTOBUF, b"\xff\xff\xff\xff", "protobuf"),
         (PROTOBUF, b'{"resourceSpans": []}', "protobuf"),
+        (JSON, b"", "not valid JSON"),
+        (JSON, b'{"resourceSpans": [', "not valid JSON"),
+        (JSON, b"\xff\xfe", "not valid JSON"),
+        (JSON, b"[]", "the body must be an object"),
+        (JSON, b'{"resourceSpans": {}}', "expected an array"),
+        (JSON, _json_request("a span"), "a span must be an object"),
+        (JSON, _span_with(name=5), "span name must be a string"),
+        (JSON, _span_with(traceId=12), "traceId must be a string"),
+        (JSON, _span_with(startTimeUnixNano="soon"), "startTimeUnixNano must be an integer"),
+        (JSON, _span_with(startTimeUnixNano="-1"), "out of range"),
+        (JSON, _span_with(endTimeUnixNano=str(2**64)), "out of range"),
+        (JSON, _span_with(kind=2.5), "kind must be an integer"),
+        (JSON, _span_with(attributes={"k": "v"}), "expected an array"),
+        (JSON, _span_with(attributes=["k"]), "an attribute must be an object"),
+        (JSON, _span_with(attributes=[{"key": "k", "value": "v"}]), "must be an object"),
+        (JSON, _span_with(attributes=[{"key": "k", "value": {"intValue": "1.5"}}]), "intValue"),
+        (JSON, _span_with(attributes=[{"key": "k", "value": {"intValue": str(2**63)}}]), "range"),
+        (JSON, _span_with(attributes=[{"key": "k", "value": {"boolValue": "yes"}}]), "boolValue"),
+        (JSON, _span_with(attributes=[{"key": "k", "value": {"doubleValue": "x"}}]), "doubleValue"),
+        (JSON, _span_with(attributes=[{"key": "k", "value": {"bytesValue": "!!"}}]), "base64"),
+        (
+            JSON,
+            _span_with(attributes=[{"key": "k", "value": {"stringValue": "a", "intValue": 1}}]),
+            "sets both",
+        ),
+        (JSON, _span_with(events=[{"timeUnixNano": []}]), "timeUnixNano must be an integer"),
+        (JSON, _span_with(links=[{"traceId": {}}]), "link traceId must be a string"),
     ],
 )
 def test_undecodable_bodies_are_400_with_a_message(
@@ -571,7 +771,7 @@ def test_protobuf_content_types(content_type: str) -> None:
     assert decoded.response_bytes(content_type) == b""
 
 
-def test_an_empty_request_is_a_full_success() -> None:
-    for content_type, body in ((PROTOBUF, b""),):
+def test_empty_requests_are_full_successes() -> None:
+    for content_type, body in ((PROTOBUF, b""), (JSON, b"{}"), (JSON, b'{"resourceSpans": null}')):
         decoded = decode_otlp(body, content_type)
         assert (decoded.spans, decoded.rejected, decoded.error_message) == ([], 0, "")

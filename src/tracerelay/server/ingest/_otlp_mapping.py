@@ -1,7 +1,7 @@
 """What an OTLP span becomes in tracerelay's data model: the parts both OTLP encodings share.
 
-``_otlp_protobuf`` walks its encoding and hands the values it reads to these
-helpers, which hold what does not depend on the encoding: the payload's shape, the
+``_otlp_protobuf`` and ``_otlp_json`` walk their encoding and hand the values they
+read to these helpers, so the two cannot drift apart: the payload's shape, the
 enum names, attribute-value flattening, the GenAI fields, and the report of
 rejected spans and dropped links. The rules are listed in ``otlp``'s docstring.
 """

@@ -7,10 +7,11 @@ Where it sits::
       → OtlpSpan(resource, payload) per span   payload shaped as an ``observation_create``
       → stored like the SDK's events            (SPEC §1 data model, §2 wire protocol)
 
-Binary protobuf bodies (``application/x-protobuf``, ``application/protobuf``) are
-read by ``_otlp_protobuf``, parsed by protobuf's C implementation (upb) and walked
-with straight-line code that hands the values to ``_otlp_mapping``. Responses are
-written in protobuf or OTLP/JSON, as the request's content type asks.
+Both OTLP/HTTP encodings are read: binary protobuf (``application/x-protobuf``,
+``application/protobuf``) by ``_otlp_protobuf``, parsed by protobuf's C
+implementation (upb), and OTLP/JSON (``application/json``) by ``_otlp_json``,
+parsed by orjson. Each walks its encoding with straight-line code and hands the
+values to ``_otlp_mapping``, so the same request gives the same payloads either way.
 
 Mapping choices, where OTLP can say more than the data model holds:
 
@@ -35,6 +36,10 @@ Mapping choices, where OTLP can say more than the data model holds:
   ``execute_tool`` and ``invoke_agent``/``create_agent`` make it a ``tool`` or an
   ``agent``; an explicit ``tracerelay.type`` attribute wins over all of them.
   The attributes themselves are kept as sent.
+- OTLP/JSON follows the OTLP spec (lowerCamelCase keys, hex ids, 64-bit integers as
+  strings or numbers, enums as integers) and is lenient where no meaning is lost:
+  original snake_case keys, enum names and base64 ids (protobuf's own JSON
+  mapping) are read too, and unknown fields are ignored.
 
 A body that cannot be decoded raises ``OtlpError`` with status 400, an encoding
 this endpoint does not take status 415; nothing else is raised for any input.
@@ -48,6 +53,7 @@ from typing import Any
 import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from tracerelay.server.ingest._otlp_json import decode_json
 from tracerelay.server.ingest._otlp_mapping import (
     DEPTH_MARKER,
     MAX_VALUE_DEPTH,
@@ -71,7 +77,7 @@ PROTOBUF_MEDIA_TYPES = frozenset({"application/x-protobuf", "application/protobu
 """Content types read as binary protobuf."""
 
 JSON_MEDIA_TYPE = "application/json"
-"""OTLP/JSON's content type."""
+"""The content type read as OTLP/JSON."""
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,13 @@ def decode_otlp(body: bytes, content_type: str) -> OtlpDecoded:
     media = _media_type(content_type)
     if media in PROTOBUF_MEDIA_TYPES:
         spans, report = decode_protobuf(body)
+    elif media == JSON_MEDIA_TYPE:
+        spans, report = decode_json(body)
     else:
         raise OtlpError(
             415,
             f"unsupported Content-Type {content_type!r}: OTLP/HTTP traces are accepted as "
-            "application/x-protobuf",
+            "application/x-protobuf or application/json",
         )
     return OtlpDecoded(spans, report.rejected, report.message())
 
