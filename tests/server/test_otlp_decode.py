@@ -9,6 +9,7 @@ and nothing else.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import orjson
 import pytest
 from google.protobuf.json_format import MessageToDict, Parse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -775,3 +778,189 @@ def test_empty_requests_are_full_successes() -> None:
     for content_type, body in ((PROTOBUF, b""), (JSON, b"{}"), (JSON, b'{"resourceSpans": null}')):
         decoded = decode_otlp(body, content_type)
         assert (decoded.spans, decoded.rejected, decoded.error_message) == ([], 0, "")
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+def assert_decodes_or_400(body: bytes, content_type: str) -> None:
+    """``body`` decodes to storable payloads, or fails with a 400, and nothing else."""
+    try:
+        decoded = decode_otlp(body, content_type)
+    except OtlpError as error:
+        status = error.status
+    else:
+        status = 200
+        orjson.dumps([s.payload for s in decoded.spans])
+    assert status in {200, 400}
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=300), content_type=st.sampled_from([PROTOBUF, JSON]))
+def test_arbitrary_bytes_raise_nothing_but_otlp_error(body: bytes, content_type: str) -> None:
+    assert_decodes_or_400(body, content_type)
+
+
+_KEYS = st.sampled_from(
+    [
+        "resourceSpans",
+        "scopeSpans",
+        "spans",
+        "resource",
+        "scope",
+        "attributes",
+        "key",
+        "value",
+        "stringValue",
+        "intValue",
+        "doubleValue",
+        "boolValue",
+        "bytesValue",
+        "arrayValue",
+        "kvlistValue",
+        "values",
+        "traceId",
+        "spanId",
+        "parentSpanId",
+        "name",
+        "kind",
+        "status",
+        "code",
+        "events",
+        "links",
+        "startTimeUnixNano",
+        "timeUnixNano",
+    ]
+) | st.text(max_size=6)
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.sampled_from([TRACE_HEX, SPAN_HEX, "0" * 32, "AQID"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_KEYS, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=_JSON_VALUES)
+def test_arbitrary_json_raises_nothing_but_otlp_error(document: Any) -> None:
+    assert_decodes_or_400(orjson.dumps(document), JSON)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, child in children:
+        yield from _paths(child, (*prefix, key))
+
+
+@pytest.fixture(scope="module")
+def shop_json(shop_spans: list[ReadableSpan]) -> dict[str, Any]:
+    return otlp_json(shop_spans)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_valid_document_with_any_node_replaced_raises_nothing_but_otlp_error(
+    shop_json: dict[str, Any], data: st.DataObject
+) -> None:
+    document = copy.deepcopy(shop_json)
+    path = data.draw(st.sampled_from(list(_paths(document))[1:]))
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = data.draw(_JSON_VALUES)
+    assert_decodes_or_400(orjson.dumps(document), JSON)
+
+
+# generated protobuf requests: the JSON form of each decodes to the same payloads
+
+_SCALARS = st.one_of(
+    st.text(max_size=12).map(lambda s: AnyValue(string_value=s)),
+    st.booleans().map(lambda b: AnyValue(bool_value=b)),
+    st.integers(-(2**63), 2**63 - 1).map(lambda i: AnyValue(int_value=i)),
+    st.floats().map(lambda f: AnyValue(double_value=f)),
+    st.binary(max_size=8).map(lambda b: AnyValue(bytes_value=b)),
+    st.just(AnyValue()),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3).map(lambda vs: any_array(*vs))
+        | st.dictionaries(st.text(max_size=4), children, max_size=3).map(lambda d: any_kvlist(**d))
+    ),
+    max_leaves=8,
+)
+_ATTRIBUTES = st.lists(st.builds(KeyValue, key=st.text(max_size=8), value=_VALUES), max_size=4)
+
+
+def _ids(size: int) -> st.SearchStrategy[bytes]:
+    return st.binary(min_size=size, max_size=size) | st.sampled_from(
+        [b"", bytes(size), b"\x01\x02\x03"]
+    )
+
+
+@st.composite
+def _spans(draw: st.DrawFn) -> PbSpan:
+    span = PbSpan(
+        trace_id=draw(_ids(16)),
+        span_id=draw(_ids(8)),
+        name=draw(st.text(max_size=10)),
+        kind=draw(st.integers(0, 7)),
+        start_time_unix_nano=draw(st.integers(0, 2**64 - 1)),
+        end_time_unix_nano=draw(st.integers(0, 2**64 - 1)),
+        trace_state=draw(st.sampled_from(["", "a=b"])),
+    )
+    span.parent_span_id = span.span_id if draw(st.booleans()) else draw(_ids(8))
+    span.attributes.extend(draw(_ATTRIBUTES))
+    span.status.code = draw(st.integers(0, 3))
+    span.status.message = draw(st.text(max_size=8))
+    for _ in range(draw(st.integers(0, 2))):
+        event = span.events.add(
+            name=draw(st.text(max_size=6)), time_unix_nano=draw(st.integers(0, 2**64 - 1))
+        )
+        event.attributes.extend(draw(_ATTRIBUTES))
+    for _ in range(draw(st.integers(0, 2))):
+        link = span.links.add(trace_id=draw(_ids(16)), span_id=draw(_ids(8)))
+        link.attributes.extend(draw(_ATTRIBUTES))
+    return span
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    for _ in range(draw(st.integers(0, 2))):
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.extend(draw(_ATTRIBUTES))
+        for _ in range(draw(st.integers(0, 2))):
+            scope_spans = resource_spans.scope_spans.add()
+            scope_spans.scope.name = draw(st.sampled_from(["", "lib"]))
+            scope_spans.scope.version = draw(st.sampled_from(["", "1.0"]))
+            scope_spans.spans.extend(draw(st.lists(_spans(), max_size=3)))
+    return request
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=_requests(), integer_enums=st.booleans())
+def test_protobuf_and_otlp_json_agree_on_any_request(
+    request: ExportTraceServiceRequest, integer_enums: bool
+) -> None:
+    from_protobuf = decode_otlp(request.SerializeToString(), PROTOBUF)
+    document = hex_ids(MessageToDict(request, use_integers_for_enums=integer_enums))
+    from_json = decode_otlp(orjson.dumps(document), JSON)
+    assert [s.payload for s in from_json.spans] == [s.payload for s in from_protobuf.spans]
+    assert [s.resource for s in from_json.spans] == [s.resource for s in from_protobuf.spans]
+    assert from_json.rejected == from_protobuf.rejected
+    assert bool(from_json.error_message) == bool(from_protobuf.error_message)
+    orjson.dumps([s.payload for s in from_protobuf.spans])
