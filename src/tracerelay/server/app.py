@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tracerelay._version import __version__
 from tracerelay.errors import ConfigError
-from tracerelay.server.api import analytics, ingest, ops, traces
+from tracerelay.server.api import analytics, ingest, ops, otlp, traces
 from tracerelay.server.api.auth import KeyCache
 from tracerelay.server.api.ingest import error_response
 from tracerelay.server.dedup import SeenIds
@@ -150,6 +150,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(traces.router)
     app.include_router(analytics.router)
+    app.include_router(otlp.router)
     app.include_router(ops.router)
 
     @app.exception_handler(HTTPException)
