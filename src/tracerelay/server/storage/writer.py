@@ -19,9 +19,9 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tracerelay.server.storage.base import Store
 from tracerelay.server.storage.rows import WriteBatch, WriteResult
@@ -111,9 +111,11 @@ class Writer:
                 self._calls.clear()
             for call in calls:
                 try:
-                    call.future.set_result(call.function())
+                    outcome: object = call.function()
                 except Exception as exc:
-                    call.future.set_exception(exc)
+                    _settle(call.future, error=exc)
+                else:
+                    _settle(call.future, result=outcome)
             with self._cond:
                 if not self._jobs:
                     if self._closing:
@@ -132,9 +134,22 @@ class Writer:
                 results = self.store.write([job.batch for job in group])
             except Exception as exc:
                 for job in group:
-                    job.future.set_exception(exc)
+                    _settle(job.future, error=exc)
                 continue
             self.commits += 1
             self.events_written += size
             for job, result in zip(group, results, strict=True):
-                job.future.set_result(result)
+                _settle(job.future, result=result)
+
+
+def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Resolve ``future`` unless its waiter gave up meanwhile (a request whose client went
+    away, a task cancelled at shutdown): the batch was still written, and a retry of it
+    will be recognised as a repeat. A cancelled future must never stop the writer."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -1,0 +1,72 @@
+"""The writer thread: group commits, and waiters that give up never stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from tracerelay.server.storage.merge import span_state, version_of
+from tracerelay.server.storage.rows import SpanWrite, WriteBatch
+from tracerelay.server.storage.sqlite import SqliteStore
+from tracerelay.server.storage.writer import Writer
+
+
+def one_span(n: int) -> WriteBatch:
+    payload = {"parent_span_id": None, "name": f"s{n}", "start_time_unix_nano": n,
+               "end_time_unix_nano": n + 1}  # fmt: skip
+    state = span_state(payload, version_of(1.0, f"{n:026d}"))
+    return WriteBatch("p", [SpanWrite(f"{n:032x}", f"{n:016x}", state, f"{n:026d}")])
+
+
+def test_cancelled_waiters_leave_the_writer_running(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    writer = Writer(store)
+    gate = threading.Event()
+    try:
+
+        async def scenario() -> None:
+            # A maintenance call holds the writer while a request's wait is cancelled
+            # (its client went away), and a call's own wait is cancelled too.
+            blocked = asyncio.wrap_future(writer.call(gate.wait))
+            abandoned = writer.submit(one_span(1))
+            abandoned.cancel()
+            blocked.cancel()
+            await asyncio.sleep(0.05)
+            gate.set()
+            result = await asyncio.wait_for(writer.submit(one_span(2)), 10)
+            assert result.duplicates == set()
+
+        asyncio.run(scenario())
+        assert writer._thread.is_alive()
+        # The abandoned batch was written all the same: a retry would be a repeat.
+        deadline = time.monotonic() + 5
+        while store.get_trace("p", f"{1:032x}") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert store.get_trace("p", f"{2:032x}") is not None
+    finally:
+        gate.set()
+        writer.close()
+        store.close()
+
+
+def test_batches_queued_together_share_one_commit(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    writer = Writer(store)
+    gate = threading.Event()
+    try:
+
+        async def scenario() -> None:
+            held = asyncio.wrap_future(writer.call(gate.wait))
+            waits = [writer.submit(one_span(n)) for n in range(1, 21)]
+            gate.set()
+            await held
+            await asyncio.gather(*waits)
+
+        asyncio.run(scenario())
+        assert writer.commits == 1 and writer.events_written == 20
+    finally:
+        writer.close()
+        store.close()
