@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from fastapi import FastAPI, HTTPException, Request
@@ -25,10 +25,12 @@ from starlette.concurrency import run_in_threadpool
 
 from tracerelay._version import __version__
 from tracerelay.errors import ConfigError
+from tracerelay.server import jobs
 from tracerelay.server.api import analytics, ingest, ops, otlp, traces
 from tracerelay.server.api.auth import KeyCache
 from tracerelay.server.api.ingest import error_response
 from tracerelay.server.dedup import SeenIds
+from tracerelay.server.jobs import run_jobs
 from tracerelay.server.keys import make_key
 from tracerelay.server.metrics import ServerMetrics
 from tracerelay.server.settings import ServerSettings
@@ -51,6 +53,7 @@ class ServerState:
     keys: KeyCache
     metrics: ServerMetrics
     retention_runs: int = 0
+    jobs_waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def open_store(settings: ServerSettings) -> Store:
@@ -130,14 +133,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             settings, store, writer, SeenIds(ttl=settings.dedup_ttl), KeyCache(store),
             ServerMetrics(),
         )  # fmt: skip
-        retention = None
+        tasks = [asyncio.create_task(run_jobs(app.state.server))]
         if settings.retention_days is not None:
-            retention = asyncio.create_task(enforce_retention(app.state.server))
+            tasks.append(asyncio.create_task(enforce_retention(app.state.server)))
         try:
             yield
         finally:
-            if retention is not None:
-                retention.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await run_in_threadpool(writer.close)
             store.close()
 
@@ -151,6 +155,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(traces.router)
     app.include_router(analytics.router)
     app.include_router(otlp.router)
+    app.include_router(jobs.router)
     app.include_router(ops.router)
 
     @app.exception_handler(HTTPException)

@@ -11,7 +11,9 @@ server's own trouble is 503, which the SDK retries.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,7 +30,7 @@ from tracerelay.server.storage.base import StorageError
 from tracerelay.server.storage.rows import WriteBatch
 from tracerelay.server.storage.writer import QueueFull
 
-__all__ = ["error_response", "read_body", "router"]
+__all__ = ["batch_answer", "error_response", "parse_batch", "read_body", "router", "store_parsed"]
 
 router = APIRouter(tags=["ingest"])
 _RETRY_AFTER_S = "1"
@@ -65,8 +67,8 @@ def _decode_json(body: bytes, encoding: str | None, limit: int) -> Any:
         raise BodyError(400, "TR-INGEST-JSON", f"the body is not JSON ({exc})") from exc
 
 
-def _parse_batch(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
-    data = _decode_json(body, encoding, limit)
+def parse_batch(data: Any, project_id: str) -> tuple[Parsed, dict[str, Any]]:
+    """A decoded batch body's events checked, and its deduplication settings."""
     if not isinstance(data, dict):
         raise EnvelopeError("the body must be an object with an events list")
     parsed = parse_events(
@@ -76,12 +78,39 @@ def _parse_batch(body: bytes, encoding: str | None, limit: int, project_id: str)
     return parsed, dedup if isinstance(dedup, dict) else {}
 
 
-async def _store(
-    request: Request, principal: Principal, parsed: Parsed, dedup: dict[str, Any]
+def _read_batch(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
+    """(parsed, dedup, None) — or, for ``async_mode``, (None, None, the JSON to keep)."""
+    raw = decode_body(body, encoding, max_decompressed=limit)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, "TR-INGEST-JSON", f"the body is not JSON ({exc})") from exc
+    if isinstance(data, dict) and data.get("async_mode") is True:
+        if not isinstance(data.get("events"), list):
+            raise EnvelopeError("events: expected a list of events")
+        return None, None, raw
+    parsed, dedup = parse_batch(data, project_id)
+    return parsed, dedup, None
+
+
+def batch_answer(parsed: Parsed, duplicates: set[str], started: float) -> dict[str, Any]:
+    """The SPEC §2 answer to a batch once stored."""
+    return {
+        "batch_id": new_event_id(),
+        "processed_events": len([i for i in parsed.event_ids if i not in duplicates]),
+        "duplicate_events": len(duplicates),
+        "failed_events": len(parsed.errors),
+        "processing_time_ms": round(1000 * (time.perf_counter() - started)),
+        "errors": parsed.errors,
+        "duplicate_event_ids": sorted(duplicates),
+        "job_id": None,
+    }
+
+
+async def store_parsed(
+    server: Any, project: str, parsed: Parsed, dedup: dict[str, Any]
 ) -> tuple[set[str], Response | None]:
     """Write what is new; returns (duplicate ids, error response or None)."""
-    server = request.app.state.server
-    project = principal.project_id
     seen: set[str] = set()
     if dedup.get("enabled", True) is not False and parsed.event_ids:
         seen = server.seen.seen(project, parsed.event_ids)
@@ -121,15 +150,19 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
     settings = request.app.state.server.settings
     try:
         body = await read_body(request, settings.max_body_bytes)
-        parsed, dedup = await run_in_threadpool(
-            _parse_batch, body, request.headers.get("content-encoding"),
+        parsed, dedup, keep = await run_in_threadpool(
+            _read_batch, body, request.headers.get("content-encoding"),
             settings.max_decompressed_bytes, principal.project_id,
         )  # fmt: skip
     except BodyError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except EnvelopeError as exc:
         return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's batch body")
-    duplicates, failure = await _store(request, principal, parsed, dedup)
+    if keep is not None:
+        return await _accept_job(request, principal, keep)
+    duplicates, failure = await store_parsed(
+        request.app.state.server, principal.project_id, parsed, dedup
+    )
     if failure is not None:
         return failure
     metrics = request.app.state.server.metrics
@@ -142,18 +175,30 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
         status = 207
     elif duplicates and dedup.get("fail_on_duplicate") is True:
         status = 409
-    answer = {
-        "batch_id": new_event_id(),
-        "processed_events": len(stored),
-        "duplicate_events": len(duplicates),
-        "failed_events": len(parsed.errors),
-        "processing_time_ms": round(1000 * (time.perf_counter() - started)),
-        "errors": parsed.errors,
-        "duplicate_event_ids": sorted(duplicates),
-        "job_id": None,
-    }
+    answer = batch_answer(parsed, duplicates, started)
     metrics.latency.labels("batch").observe(time.perf_counter() - started)
     return Response(orjson.dumps(answer), status, media_type="application/json")
+
+
+async def _accept_job(request: Request, principal: Principal, raw: bytes) -> Response:
+    """``async_mode``: the batch is committed to the jobs table, then answered 202; the
+    jobs worker (``server/jobs.py``) processes it as a synchronous request would."""
+    server = request.app.state.server
+    job_id = new_event_id()
+    events = raw.count(b'"event_id"')
+    try:
+        await asyncio.wrap_future(
+            server.writer.call(partial(server.store.add_job, job_id, principal.project_id,
+                                       events, raw))
+        )  # fmt: skip
+    except StorageError as exc:
+        return error_response(
+            503, "TR-STORAGE", str(exc), "retry; the operator should check the database",
+            {"Retry-After": _RETRY_AFTER_S},
+        )  # fmt: skip
+    server.jobs_waiting.set()
+    answer = {"batch_id": job_id, "job_id": job_id, "status": "queued"}
+    return Response(orjson.dumps(answer), 202, media_type="application/json")
 
 
 def _parse_stream(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
@@ -190,7 +235,9 @@ async def ingest_stream(request: Request, principal: Ingesting) -> Response:
         return error_response(
             400, "TR-INGEST-EVENT", error["details"], "fix the event; it cannot be stored as sent"
         )
-    duplicates, failure = await _store(request, principal, parsed, {})
+    duplicates, failure = await store_parsed(
+        request.app.state.server, principal.project_id, parsed, {}
+    )
     if failure is not None:
         return failure
     metrics = request.app.state.server.metrics

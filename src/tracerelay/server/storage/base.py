@@ -86,6 +86,22 @@ class Store(Protocol):
         """Per model: generations, input/output/total tokens, cost."""
         ...
 
+    def add_job(self, job_id: str, project_id: str, events: int, body: bytes) -> None:
+        """Keep an async batch durably until processed. Writer thread only."""
+        ...
+
+    def next_job(self) -> dict[str, Any] | None:
+        """The oldest queued job (with its body), or None."""
+        ...
+
+    def finish_job(self, job_id: str, result: str) -> None:
+        """Mark a job done with its result, dropping its body. Writer thread only."""
+        ...
+
+    def get_job(self, project_id: str, job_id: str) -> dict[str, Any] | None:
+        """A job of the project, without its body."""
+        ...
+
     def delete_before(self, cutoff_ns: int, *, limit: int = 5000) -> int:
         """Delete up to ``limit`` traces that started before ``cutoff_ns`` (with their
         spans and records) and records older than it; returns the traces deleted.

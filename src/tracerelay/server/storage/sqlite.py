@@ -328,6 +328,48 @@ class SqliteStore:
             raise StorageError(f"SQLite retention failed: {exc}") from exc
         return len(keys)
 
+    # -- async jobs -------------------------------------------------------------------
+
+    def add_job(self, job_id: str, project_id: str, events: int, body: bytes) -> None:
+        """Keep an async batch on disk (committed) before it is acknowledged."""
+        try:
+            self._writer.execute(
+                "INSERT INTO jobs (job_id, project_id, status, created_at, events, body) "
+                "VALUES (?, ?, 'queued', ?, ?, ?)",
+                (job_id, project_id, time.time(), events, body),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite could not keep the job: {exc}") from exc
+
+    def next_job(self) -> dict[str, Any] | None:
+        """The oldest queued job, body included."""
+        rows = self._rows(
+            "SELECT job_id, project_id, body FROM jobs WHERE status = 'queued' "
+            "ORDER BY created_at LIMIT 1",
+            (),
+        )
+        return rows[0] if rows else None
+
+    def finish_job(self, job_id: str, result: str) -> None:
+        """Record a job's result and drop its body."""
+        try:
+            self._writer.execute(
+                "UPDATE jobs SET status = 'done', finished_at = ?, result = ?, body = NULL "
+                "WHERE job_id = ?",
+                (time.time(), result, job_id),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite could not finish the job: {exc}") from exc
+
+    def get_job(self, project_id: str, job_id: str) -> dict[str, Any] | None:
+        """A job of ``project_id``, without its body."""
+        rows = self._rows(
+            "SELECT job_id, status, created_at, finished_at, events, result FROM jobs "
+            "WHERE project_id = ? AND job_id = ?",
+            (project_id, job_id),
+        )
+        return rows[0] if rows else None
+
     # -- reads ----------------------------------------------------------------------
 
     def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
