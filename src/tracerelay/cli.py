@@ -454,6 +454,7 @@ _DATABASE = arg(
     arg("--redis-url", default=None, help="Redis for dedup and rate limits across replicas"),
     arg("--bootstrap-key", default=None, help="the first admin key (default: a new one)"),
     arg("--retention-days", type=float, default=None, help="delete data older than this"),
+    arg("--rate-limit", type=float, default=None, help="events per second per key (default: none)"),
 )
 def _serve(args: argparse.Namespace) -> int:
     return int(_server_commands().serve(args))

@@ -33,6 +33,7 @@ from tracerelay.server.dedup import SeenIds
 from tracerelay.server.jobs import run_jobs
 from tracerelay.server.keys import make_key
 from tracerelay.server.metrics import ServerMetrics
+from tracerelay.server.ratelimit import RateLimiter
 from tracerelay.server.settings import ServerSettings
 from tracerelay.server.storage.base import Store
 from tracerelay.server.storage.writer import Writer
@@ -54,6 +55,7 @@ class ServerState:
     metrics: ServerMetrics
     retention_runs: int = 0
     jobs_waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    limiter: RateLimiter | None = None
 
 
 def open_store(settings: ServerSettings) -> Store:
@@ -133,6 +135,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             settings, store, writer, SeenIds(ttl=settings.dedup_ttl), KeyCache(store),
             ServerMetrics(),
         )  # fmt: skip
+        rate = settings.rate_limit_events_per_s
+        if rate is not None:
+            burst = settings.rate_limit_burst or max(1, int(10 * rate))
+            app.state.server.limiter = RateLimiter(rate, burst)
         tasks = [asyncio.create_task(run_jobs(app.state.server))]
         if settings.retention_days is not None:
             tasks.append(asyncio.create_task(enforce_retention(app.state.server)))

@@ -23,6 +23,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         redis_url=getattr(args, "redis_url", None),
         bootstrap_key=getattr(args, "bootstrap_key", None),
         retention_days=getattr(args, "retention_days", None),
+        rate_limit_events_per_s=getattr(args, "rate_limit", None),
     )
 
 

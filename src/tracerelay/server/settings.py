@@ -32,6 +32,8 @@ class ServerSettings:
     bootstrap_key: str | None = None
     retention_days: float | None = None
     retention_check_seconds: float = 3600.0
+    rate_limit_events_per_s: float | None = None
+    rate_limit_burst: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -59,6 +61,12 @@ class ServerSettings:
                 f"retention_days {self.retention_days} is out of range.",
                 code="TR-CONFIG-RANGE",
                 fix="keep data between a fraction of a day and 36,500 days.",
+            )
+        if self.rate_limit_events_per_s is not None and self.rate_limit_events_per_s <= 0:
+            raise ConfigError(
+                "rate_limit_events_per_s must be positive.",
+                code="TR-CONFIG-RANGE",
+                fix="give events per second per key, or leave it unset for no limit.",
             )
         if self.bootstrap_key is not None and len(self.bootstrap_key) < 16:
             raise ConfigError(

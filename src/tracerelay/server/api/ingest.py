@@ -107,6 +107,23 @@ def batch_answer(parsed: Parsed, duplicates: set[str], started: float) -> dict[s
     }
 
 
+def over_limit(request: Request, principal: Principal, events: int) -> Response | None:
+    """429 with Retry-After when the key has sent more than its rate, else None."""
+    server = request.app.state.server
+    limiter = server.limiter
+    if limiter is None:
+        return None
+    wait = limiter.admit(principal.key_id, events)
+    if wait == 0.0:
+        return None
+    server.metrics.shed.inc()
+    return error_response(
+        429, "TR-INGEST-RATE", f"this key is over its rate of {limiter.rate:g} events/s",
+        "send less often or in smaller bursts; retry after Retry-After seconds",
+        {"Retry-After": limiter.retry_after(wait)},
+    )  # fmt: skip
+
+
 async def store_parsed(
     server: Any, project: str, parsed: Parsed, dedup: dict[str, Any]
 ) -> tuple[set[str], Response | None]:
@@ -158,6 +175,12 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
         return error_response(exc.status, exc.code, exc.message)
     except EnvelopeError as exc:
         return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's batch body")
+    events = (
+        len(parsed.event_ids) + len(parsed.errors) if keep is None else keep.count(b'"event_id"')
+    )
+    refused = over_limit(request, principal, max(1, events))
+    if refused is not None:
+        return refused
     if keep is not None:
         return await _accept_job(request, principal, keep)
     duplicates, failure = await store_parsed(
@@ -235,6 +258,9 @@ async def ingest_stream(request: Request, principal: Ingesting) -> Response:
         return error_response(
             400, "TR-INGEST-EVENT", error["details"], "fix the event; it cannot be stored as sent"
         )
+    refused = over_limit(request, principal, 1)
+    if refused is not None:
+        return refused
     duplicates, failure = await store_parsed(
         request.app.state.server, principal.project_id, parsed, {}
     )

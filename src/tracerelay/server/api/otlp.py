@@ -97,6 +97,12 @@ async def export_traces(request: Request, principal: Ingesting) -> Response:
     except OtlpError as exc:
         return _status(exc.status, str(exc), protobuf)
     batch = _batch(principal.project_id, decoded)
+    if server.limiter is not None:
+        wait = server.limiter.admit(principal.key_id, max(1, len(batch)))
+        if wait:
+            response = _status(429, "this key is over its rate; retry later", protobuf)
+            response.headers["Retry-After"] = server.limiter.retry_after(wait)
+            return response
     if len(batch):
         try:
             result = await server.writer.submit(batch)
