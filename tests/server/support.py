@@ -47,9 +47,9 @@ class RunningServer:
 def running_server(tmp_path: Path, **options: Any) -> Iterator[RunningServer]:
     """Start ``create_app`` under uvicorn in a thread of this process; stop it after."""
     database = tmp_path / "tracerelay.db"
+    options.setdefault("database_url", f"sqlite:///{database}")
     settings = ServerSettings(
         port=free_port(),
-        database_url=f"sqlite:///{database}",
         bootstrap_key=ADMIN_KEY,
         **options,
     )

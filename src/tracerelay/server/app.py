@@ -24,7 +24,6 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tracerelay._version import __version__
-from tracerelay.errors import ConfigError
 from tracerelay.server import jobs
 from tracerelay.server.api import analytics, ingest, ops, otlp, traces
 from tracerelay.server.api.auth import KeyCache
@@ -62,11 +61,9 @@ def open_store(settings: ServerSettings) -> Store:
     """The store ``settings.database_url`` names, migrated to the newest schema."""
     path = settings.sqlite_path
     if path is None:
-        raise ConfigError(
-            f"{settings.database_url!r}: PostgreSQL storage is not built yet.",
-            code="TR-CONFIG-DATABASE",
-            fix="use sqlite:///path/to/file.db for now.",
-        )
+        from tracerelay.server.storage.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url)
     from tracerelay.server.storage.sqlite import SqliteStore
 
     return SqliteStore(path)

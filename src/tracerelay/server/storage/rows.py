@@ -21,6 +21,8 @@ __all__ = [
     "TraceWrite",
     "WriteBatch",
     "WriteResult",
+    "fold_span",
+    "fold_trace",
     "span_row",
     "span_state_of_row",
     "trace_body",
@@ -198,3 +200,28 @@ def trace_state_of_body(body: Any) -> Registers:
     data = orjson.loads(body) if isinstance(body, (str, bytes)) else body
     values = {name: data.get(name) for name in TRACE_FIELDS}
     return Registers(values, data.get("attributes") or {}, data["v"], data.get("o") or {})
+
+
+def fold_span(
+    spans: dict[tuple[str, str], SpanState], write: SpanWrite, result: WriteResult
+) -> None:
+    """Merge one span event into the states of a write group; a repeat is noted."""
+    key = (write.trace_id, write.span_id)
+    current = spans.get(key)
+    if current is None:
+        spans[key] = write.state
+    elif current.knows(write.state.base):
+        result.duplicates.add(write.event_id)
+    else:
+        current.merge(write.state)
+
+
+def fold_trace(traces: dict[str, Registers], write: TraceWrite, result: WriteResult) -> None:
+    """Merge one trace event into the states of a write group; a repeat is noted."""
+    current = traces.get(write.trace_id)
+    if current is None:
+        traces[write.trace_id] = write.state
+    elif current.knows(write.state.base):
+        result.duplicates.add(write.event_id)
+    else:
+        current.merge(write.state)

@@ -31,10 +31,10 @@ from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
 from tracerelay.server.storage.rows import (
     SPAN_COLUMNS,
-    SpanWrite,
-    TraceWrite,
     WriteBatch,
     WriteResult,
+    fold_span,
+    fold_trace,
     span_row,
     span_state_of_row,
     trace_body,
@@ -128,14 +128,14 @@ class SqliteStore:
         touched: set[str] = set()
         for batch, result in work:
             for write in batch.spans:
-                self._fold_span(spans, write, result)
+                fold_span(spans, write, result)
                 touched.add(write.trace_id)
         if spans:
             self._store_spans(db, project_id, spans, work)
         traces: dict[str, Registers] = {}
         for batch, result in work:
             for t in batch.traces:
-                self._fold_trace(traces, t, result)
+                fold_trace(traces, t, result)
                 touched.add(t.trace_id)
         if traces:
             self._store_traces(db, project_id, traces, work)
@@ -149,29 +149,6 @@ class SqliteStore:
         for batch, result in work:
             if batch.records:
                 self._store_records(db, project_id, batch, result)
-
-    @staticmethod
-    def _fold_span(
-        spans: dict[tuple[str, str], SpanState], write: SpanWrite, result: WriteResult
-    ) -> None:
-        key = (write.trace_id, write.span_id)
-        current = spans.get(key)
-        if current is None:
-            spans[key] = write.state
-        elif current.knows(write.state.base):
-            result.duplicates.add(write.event_id)
-        else:
-            current.merge(write.state)
-
-    @staticmethod
-    def _fold_trace(traces: dict[str, Registers], write: TraceWrite, result: WriteResult) -> None:
-        current = traces.get(write.trace_id)
-        if current is None:
-            traces[write.trace_id] = write.state
-        elif current.knows(write.state.base):
-            result.duplicates.add(write.event_id)
-        else:
-            current.merge(write.state)
 
     def _store_spans(
         self,

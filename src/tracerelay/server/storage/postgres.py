@@ -1,0 +1,487 @@
+"""The PostgreSQL store: the same tables and the same merge as SQLite, for several replicas.
+
+Each replica has one writer (``storage/writer.py``) on its own connection and
+a small pool for reads. Replicas write at once, so new spans go in with
+``INSERT … ON CONFLICT DO NOTHING RETURNING`` (the rows it returns were new);
+for the others the stored row is read ``FOR UPDATE`` — locked until this
+transaction commits, so two replicas merging events of one span take turns —
+merged in Python (``storage/merge.py``) and updated. A batch sent to two
+replicas is therefore stored once, whichever commits first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from tracerelay.server.storage.base import ApiKey, StorageError, TraceQuery
+from tracerelay.server.storage.merge import Registers, SpanState
+from tracerelay.server.storage.migrate import upgrade
+from tracerelay.server.storage.rows import (
+    SPAN_COLUMNS,
+    WriteBatch,
+    WriteResult,
+    fold_span,
+    fold_trace,
+    span_row,
+    span_state_of_row,
+    trace_body,
+    trace_state_of_body,
+)
+
+__all__ = ["PostgresStore"]
+
+_MARKS = ", ".join(["%s"] * len(SPAN_COLUMNS))
+_INSERT_SPAN = (
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({_MARKS}) "
+    "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING RETURNING trace_id, span_id"
+)
+_UPDATE_SPAN = (
+    "UPDATE spans SET "
+    + ", ".join(f"{c} = %s" for c in SPAN_COLUMNS[3:])
+    + " WHERE project_id = %s AND trace_id = %s AND span_id = %s"
+)
+_DERIVE_TRACES = """
+INSERT INTO traces (project_id, trace_id, root_name, service, start_ns, end_ns,
+                    span_count, error_count)
+SELECT project_id, trace_id,
+       max(name) FILTER (WHERE parent_span_id IS NULL),
+       coalesce(max(service) FILTER (WHERE parent_span_id IS NULL), min(service)),
+       min(start_ns), max(end_ns), count(*), count(*) FILTER (WHERE status_code = 'error')
+FROM spans WHERE project_id = %s AND trace_id = ANY(%s)
+GROUP BY project_id, trace_id
+ON CONFLICT (project_id, trace_id) DO UPDATE SET
+    root_name = excluded.root_name, service = excluded.service,
+    start_ns = excluded.start_ns, end_ns = excluded.end_ns,
+    span_count = excluded.span_count, error_count = excluded.error_count
+"""
+_KEYS_SQL = (
+    "SELECT k.key_id, k.key_hash, k.project_id, p.name AS project_name, k.scopes, k.name, "
+    "k.created_at, k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id"
+)
+
+
+class PostgresStore:
+    """``Store`` on PostgreSQL; see the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.replace("postgresql+psycopg://", "postgresql://").replace(
+            "postgres://", "postgresql://"
+        )
+        try:
+            upgrade(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
+            self._writer = psycopg.connect(self.url, row_factory=dict_row, autocommit=True)
+            self._pool = ConnectionPool(self.url, min_size=1, max_size=8, open=True)
+        except (psycopg.Error, OSError) as exc:
+            raise StorageError(f"cannot open the PostgreSQL database: {exc}") from exc
+
+    # -- writes ---------------------------------------------------------------------
+
+    def write(self, batches: Sequence[WriteBatch]) -> list[WriteResult]:
+        """Store ``batches`` in one transaction (see the module docstring)."""
+        results = [WriteResult() for _ in batches]
+        db = self._writer
+        try:
+            with db.transaction():
+                by_project: dict[str, list[int]] = {}
+                for i, batch in enumerate(batches):
+                    by_project.setdefault(batch.project_id, []).append(i)
+                for project_id, indexes in by_project.items():
+                    self._write_project(db, project_id, [(batches[i], results[i]) for i in indexes])
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL write failed: {exc}") from exc
+        return results
+
+    def _write_project(
+        self,
+        db: psycopg.Connection[Any],
+        project_id: str,
+        work: list[tuple[WriteBatch, WriteResult]],
+    ) -> None:
+        spans: dict[tuple[str, str], SpanState] = {}
+        traces: dict[str, Registers] = {}
+        for batch, result in work:
+            for write in batch.spans:
+                fold_span(spans, write, result)
+            for t in batch.traces:
+                fold_trace(traces, t, result)
+        repeats: set[str] = set()
+        with db.cursor() as cur:
+            if spans:
+                repeats |= self._store_spans(cur, project_id, spans)
+            if traces:
+                repeats |= self._store_traces(cur, project_id, traces)
+            touched = sorted({t for t, _ in spans} | set(traces))
+            if touched:
+                cur.execute(_DERIVE_TRACES, (project_id, touched))
+            for batch, result in work:
+                ids = {w.event_id for w in batch.spans} | {w.event_id for w in batch.traces}
+                result.duplicates.update(ids & repeats)
+                if batch.records:
+                    self._store_records(cur, project_id, batch, result)
+
+    @staticmethod
+    def _store_spans(
+        cur: psycopg.Cursor[Any], project_id: str, spans: dict[tuple[str, str], SpanState]
+    ) -> set[str]:
+        keys = list(spans)
+        rows = [span_row(project_id, t, s, spans[(t, s)]) for t, s in keys]
+        cur.executemany(_INSERT_SPAN, rows, returning=True)
+        inserted: set[tuple[str, str]] = set()
+        while True:
+            for row in cur.fetchall():
+                inserted.add((row["trace_id"], row["span_id"]))
+            if not cur.nextset():
+                break
+        existing = [key for key in keys if key not in inserted]
+        repeats: set[str] = set()
+        for trace_id, span_id in existing:
+            cur.execute(
+                "SELECT * FROM spans WHERE project_id = %s AND trace_id = %s AND span_id = %s "
+                "FOR UPDATE",
+                (project_id, trace_id, span_id),
+            )
+            found = cur.fetchone()
+            assert found is not None  # it conflicted, and rows are never deleted meanwhile
+            old = span_state_of_row(found)
+            state = spans[(trace_id, span_id)]
+            for version in (state.base, *state.overrides.values()):
+                if old.knows(version):
+                    repeats.add(version.partition(":")[2])
+            if old.merge(state):
+                row = span_row(project_id, trace_id, span_id, old)
+                cur.execute(_UPDATE_SPAN, (*row[3:], project_id, trace_id, span_id))
+        return repeats
+
+    @staticmethod
+    def _store_traces(
+        cur: psycopg.Cursor[Any], project_id: str, traces: dict[str, Registers]
+    ) -> set[str]:
+        repeats: set[str] = set()
+        for trace_id, state in traces.items():
+            # Lock the row (made empty if missing) so replicas merge one trace in turn.
+            cur.execute(
+                "INSERT INTO traces (project_id, trace_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (project_id, trace_id),
+            )
+            cur.execute(
+                "SELECT body FROM traces WHERE project_id = %s AND trace_id = %s FOR UPDATE",
+                (project_id, trace_id),
+            )
+            locked = cur.fetchone()
+            assert locked is not None
+            body = locked["body"]
+            if body is not None:
+                old = trace_state_of_body(body)
+                for version in (state.base, *state.overrides.values()):
+                    if old.knows(version):
+                        repeats.add(version.partition(":")[2])
+                old.merge(state)
+                state = old
+            v = state.values
+            cur.execute(
+                "UPDATE traces SET name = %s, user_id = %s, session_id = %s, body = %s "
+                "WHERE project_id = %s AND trace_id = %s",
+                (v.get("name"), v.get("user_id"), v.get("session_id"), trace_body(state),
+                 project_id, trace_id),
+            )  # fmt: skip
+        return repeats
+
+    @staticmethod
+    def _store_records(
+        cur: psycopg.Cursor[Any], project_id: str, batch: WriteBatch, result: WriteResult
+    ) -> None:
+        import orjson
+
+        rows = [
+            (project_id, r.event_id, r.event_type, r.trace_id, r.span_id, r.name, r.time_ns,
+             orjson.dumps(r.body).decode())
+            for r in batch.records
+        ]  # fmt: skip
+        cur.executemany(
+            "INSERT INTO records (project_id, event_id, event_type, trace_id, span_id, name, "
+            "time_ns, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
+            "RETURNING event_id",
+            rows,
+            returning=True,
+        )
+        inserted: set[str] = set()
+        while True:
+            inserted.update(row["event_id"] for row in cur.fetchall())
+            if not cur.nextset():
+                break
+        result.duplicates.update(r.event_id for r in batch.records if r.event_id not in inserted)
+
+    def add_job(self, job_id: str, project_id: str, events: int, body: bytes) -> None:
+        """Keep an async batch (committed) before it is acknowledged."""
+        self._execute_write(
+            "INSERT INTO jobs (job_id, project_id, status, created_at, events, body) "
+            "VALUES (%s, %s, 'queued', %s, %s, %s)",
+            (job_id, project_id, time.time(), events, body),
+        )
+
+    def finish_job(self, job_id: str, result: str) -> None:
+        """Record a job's result and drop its body."""
+        self._execute_write(
+            "UPDATE jobs SET status = 'done', finished_at = %s, result = %s, body = NULL "
+            "WHERE job_id = %s",
+            (time.time(), result, job_id),
+        )
+
+    def delete_before(self, cutoff_ns: int, *, limit: int = 5000) -> int:
+        """Retention: whole traces that started before ``cutoff_ns``, a bounded number per
+        call; then records older than it."""
+        db = self._writer
+        try:
+            with db.transaction(), db.cursor() as cur:
+                cur.execute(
+                    "SELECT project_id, trace_id FROM traces WHERE start_ns < %s LIMIT %s",
+                    (cutoff_ns, limit),
+                )
+                keys = [(row["project_id"], row["trace_id"]) for row in cur.fetchall()]
+                for table in ("spans", "records", "traces"):
+                    cur.executemany(
+                        f"DELETE FROM {table} WHERE project_id = %s AND trace_id = %s", keys
+                    )
+                if len(keys) < limit:
+                    cur.execute("DELETE FROM records WHERE time_ns < %s", (cutoff_ns,))
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL retention failed: {exc}") from exc
+        return len(keys)
+
+    def _execute_write(self, sql: str, params: Sequence[Any]) -> None:
+        try:
+            with self._writer.transaction():
+                self._writer.execute(sql, params)
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL write failed: {exc}") from exc
+
+    # -- reads ----------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        try:
+            with self._pool.connection() as db, db.cursor(row_factory=dict_row) as cur:
+                return list(cur.execute(sql, params).fetchall())
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL read failed: {exc}") from exc
+
+    def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
+        """The trace row and its spans (by start), and its records."""
+        traces = self._rows(
+            "SELECT * FROM traces WHERE project_id = %s AND trace_id = %s", (project_id, trace_id)
+        )
+        if not traces:
+            return None
+        spans = self._rows(
+            "SELECT * FROM spans WHERE project_id = %s AND trace_id = %s", (project_id, trace_id)
+        )
+        spans.sort(key=lambda s: (s["start_ns"] or 0, s["sequence"] or 0))
+        records = self._rows(
+            "SELECT * FROM records WHERE project_id = %s AND trace_id = %s ORDER BY time_ns",
+            (project_id, trace_id),
+        )
+        trace = traces[0]
+        if trace["body"] is not None and not isinstance(trace["body"], str):
+            import orjson
+
+            trace["body"] = orjson.dumps(trace["body"]).decode()
+        for record in records:
+            if not isinstance(record["body"], str):
+                import orjson
+
+                record["body"] = orjson.dumps(record["body"]).decode()
+        return {"trace": trace, "spans": spans, "records": records}
+
+    def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:
+        """Trace rows matching ``query``, newest first (start, then trace id, descending)."""
+        where = ["t.project_id = %s", "t.start_ns IS NOT NULL"]
+        params: list[Any] = [project_id]
+        for column, value in (
+            ("t.service", query.service),
+            ("coalesce(t.name, t.root_name)", query.name),
+            ("t.user_id", query.user_id),
+            ("t.session_id", query.session_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if query.status == "error":
+            where.append("t.error_count > 0")
+        elif query.status == "ok":
+            where.append("t.error_count = 0")
+        if query.min_duration_ns is not None:
+            where.append("t.end_ns - t.start_ns >= %s")
+            params.append(query.min_duration_ns)
+        if query.since_ns is not None:
+            where.append("t.start_ns >= %s")
+            params.append(query.since_ns)
+        if query.until_ns is not None:
+            where.append("t.start_ns < %s")
+            params.append(query.until_ns)
+        for key, value in query.attributes:
+            where.append(
+                "EXISTS (SELECT 1 FROM spans s WHERE s.project_id = t.project_id AND "
+                "s.trace_id = t.trace_id AND s.body -> 'attributes' ->> %s = %s)"
+            )
+            params += [key, value]
+        if query.before is not None:
+            where.append("(t.start_ns, t.trace_id) < (%s, %s)")
+            params += [query.before[0], query.before[1]]
+        sql = (
+            "SELECT t.* FROM traces t WHERE " + " AND ".join(where)
+            + " ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT %s"
+        )  # fmt: skip
+        return self._rows(sql, [*params, query.limit])
+
+    def services(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Per service in the window: spans, errors, first and last start."""
+        return self._rows(
+            "SELECT service, count(*) AS spans, count(*) FILTER (WHERE status_code = 'error') "
+            "AS errors, min(start_ns) AS first_ns, max(start_ns) AS last_ns FROM spans "
+            "WHERE project_id = %s AND start_ns >= %s AND start_ns < %s AND service IS NOT NULL "
+            "GROUP BY service ORDER BY service",
+            (project_id, since_ns, until_ns),
+        )
+
+    def dependencies(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Service → service calls and errors across parent/child spans."""
+        return self._rows(
+            "SELECT p.service AS parent, c.service AS child, count(*) AS calls, "
+            "count(*) FILTER (WHERE c.status_code = 'error') AS errors FROM spans c JOIN spans p "
+            "ON p.project_id = c.project_id AND p.trace_id = c.trace_id "
+            "AND p.span_id = c.parent_span_id "
+            "WHERE c.project_id = %s AND c.start_ns >= %s AND c.start_ns < %s "
+            "AND p.service IS DISTINCT FROM c.service GROUP BY 1, 2 ORDER BY 1, 2",
+            (project_id, since_ns, until_ns),
+        )
+
+    def red(
+        self, project_id: str, since_ns: int, until_ns: int, service: str | None
+    ) -> list[dict[str, Any]]:
+        """Per (service, operation): count, errors, nearest-rank p50/p95/p99 duration."""
+        where = "project_id = %s AND start_ns >= %s AND start_ns < %s AND duration_ns IS NOT NULL"
+        params: list[Any] = [project_id, since_ns, until_ns]
+        if service is not None:
+            where += " AND service = %s"
+            params.append(service)
+        return self._rows(
+            f"SELECT service, name AS operation, count(*) AS count, "
+            f"count(*) FILTER (WHERE status_code = 'error') AS errors, "
+            f"percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50, "
+            f"percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95, "
+            f"percentile_disc(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99 "
+            f"FROM spans WHERE {where} GROUP BY service, name ORDER BY service, name",
+            params,
+        )
+
+    def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+        """Per model in the window: generations, tokens and cost."""
+        return self._rows(
+            "SELECT model, count(*) AS generations, "
+            "coalesce(sum(input_tokens), 0)::bigint AS input_tokens, "
+            "coalesce(sum(output_tokens), 0)::bigint AS output_tokens, "
+            "coalesce(sum(total_tokens), 0)::bigint AS total_tokens, "
+            "coalesce(sum(cost_usd), 0)::float8 AS cost_usd FROM spans "
+            "WHERE project_id = %s AND start_ns >= %s AND start_ns < %s "
+            "AND model IS NOT NULL GROUP BY model ORDER BY model",
+            (project_id, since_ns, until_ns),
+        )
+
+    def next_job(self) -> dict[str, Any] | None:
+        """The oldest queued job, body included."""
+        rows = self._rows(
+            "SELECT job_id, project_id, body FROM jobs WHERE status = 'queued' "
+            "ORDER BY created_at LIMIT 1",
+            (),
+        )
+        return rows[0] if rows else None
+
+    def get_job(self, project_id: str, job_id: str) -> dict[str, Any] | None:
+        """A job of ``project_id``, without its body."""
+        rows = self._rows(
+            "SELECT job_id, status, created_at, finished_at, events, result FROM jobs "
+            "WHERE project_id = %s AND job_id = %s",
+            (project_id, job_id),
+        )
+        return rows[0] if rows else None
+
+    # -- projects and keys -------------------------------------------------------------
+
+    def _admin(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        try:
+            with self._pool.connection() as db, db.cursor(row_factory=dict_row) as cur:
+                cur.execute(sql, params)
+                return list(cur.fetchall()) if cur.description else []
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL failed: {exc}") from exc
+
+    def ensure_project(self, name: str) -> str:
+        """The id of project ``name``, made if needed (its id is its name)."""
+        self._admin(
+            "INSERT INTO projects (id, name, created_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (name, name, time.time()),
+        )
+        return name
+
+    def project_count(self) -> int:
+        """How many projects exist."""
+        return int(self._admin("SELECT count(*) AS n FROM projects")[0]["n"])
+
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new key."""
+        self._admin(
+            "INSERT INTO api_keys (key_hash, key_id, project_id, scopes, name, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (key.key_hash, key.key_id, key.project_id, ",".join(sorted(key.scopes)), key.name,
+             key.created_at),
+        )  # fmt: skip
+
+    def list_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        return [_key(row) for row in self._admin(_KEYS_SQL + " ORDER BY k.created_at")]
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+        rows = self._admin(_KEYS_SQL + " WHERE k.key_hash = %s", (key_hash,))
+        return _key(rows[0]) if rows else None
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        """Revoke a key; False if there is no such key."""
+        rows = self._admin(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE key_id = %s "
+            "RETURNING key_id",
+            (at, key_id),
+        )
+        return bool(rows)
+
+    def ping(self) -> bool:
+        """Whether the database answers."""
+        try:
+            self._admin("SELECT 1 AS one")
+            return True
+        except StorageError:
+            return False
+
+    def close(self) -> None:
+        """Close the writer's connection and the pool."""
+        self._writer.close()
+        self._pool.close()
+
+
+def _key(row: dict[str, Any]) -> ApiKey:
+    return ApiKey(
+        row["key_id"],
+        row["key_hash"],
+        row["project_id"],
+        row["project_name"],
+        frozenset(s for s in row["scopes"].split(",") if s),
+        row["name"],
+        row["created_at"],
+        row["revoked_at"],
+    )
