@@ -53,8 +53,9 @@ def test_draining_twenty_thousand_spans_never_holds_the_loop_long() -> None:
     assert len(exporter.spans) == SPANS
     # The task drained it all by itself (no flush), one batch at a time: the longest
     # pause is one batch, a small part of the whole drain. One blocking pass would
-    # make the pause the whole drain.
-    assert max_gap < 0.025
+    # make the pause the whole drain. The absolute bound leaves room for a scheduler or
+    # GC pause on a busy 2-core machine (33 ms seen); the relative one is the real check.
+    assert max_gap < 0.1
     assert max_gap < drained_in / 5, (max_gap, drained_in)
 
 

@@ -1,5 +1,6 @@
-"""A real PostgreSQL server for the tests that need one: started once per session on
-127.0.0.1, a fresh database per test. Missing PostgreSQL fails loudly, never skips."""
+"""Real PostgreSQL and Redis servers for the tests that need them, on 127.0.0.1: PostgreSQL
+once per session with a fresh database per test, Redis per test. A missing server fails
+loudly, never skips."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -64,3 +66,51 @@ def postgres_url(postgres_server: str) -> str:
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as db:
         db.execute(f"CREATE DATABASE {name}")
     return f"{postgres_server}/{name}"
+
+
+class RedisServer:
+    """``redis-server`` on 127.0.0.1 (no persistence), stoppable and restartable on its port."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed; .ci/run installs it: apt-get install redis-server"
+            )
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        with redis.Redis.from_url(self.url) as client:
+            for _ in range(200):
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,10 +13,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,7 +50,7 @@ class ServerState:
     settings: ServerSettings
     store: Store
     writer: Writer
-    seen: SeenIds
+    seen: Any  # SeenIds, or RedisSeen (tracerelay.server.shared) with --redis-url
     keys: KeyCache
     metrics: ServerMetrics
     retention_runs: int = 0
@@ -132,9 +133,20 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             settings, store, writer, SeenIds(ttl=settings.dedup_ttl), KeyCache(store),
             ServerMetrics(),
         )  # fmt: skip
+        closers: list[Callable[[], None]] = []
         rate = settings.rate_limit_events_per_s
-        if rate is not None:
-            burst = settings.rate_limit_burst or max(1, int(10 * rate))
+        burst = settings.rate_limit_burst or max(1, int(10 * (rate or 1)))
+        if settings.redis_url is not None:
+            from tracerelay.server.shared import RedisRateLimiter, RedisSeen, connect
+
+            client = connect(settings.redis_url)
+            closers.append(client.close)
+            app.state.server.seen = RedisSeen(
+                client, ttl=settings.dedup_ttl, local=app.state.server.seen
+            )
+            if rate is not None:
+                app.state.server.limiter = RedisRateLimiter(client, rate, burst)
+        elif rate is not None:
             app.state.server.limiter = RateLimiter(rate, burst)
         tasks = [asyncio.create_task(run_jobs(app.state.server))]
         if settings.retention_days is not None:
@@ -145,6 +157,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for close in closers:
+                close()
             await run_in_threadpool(writer.close)
             store.close()
 

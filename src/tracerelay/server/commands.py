@@ -34,8 +34,6 @@ def serve(args: argparse.Namespace) -> int:
     from tracerelay.server.app import create_app
 
     settings = _settings(args)
-    if settings.redis_url is not None:
-        print("tracerelay serve: --redis-url is not used yet (in-process dedup instead)")
     print(f"tracerelay serve: http://{settings.host}:{settings.port} ({settings.database_url})")
     uvicorn.run(
         create_app(settings),

@@ -107,13 +107,20 @@ def batch_answer(parsed: Parsed, duplicates: set[str], started: float) -> dict[s
     }
 
 
-def over_limit(request: Request, principal: Principal, events: int) -> Response | None:
+async def call(owner: Any, function: Any, *args: Any) -> Any:
+    """``function(*args)``, in a worker thread when ``owner`` blocks on the network (Redis)."""
+    if getattr(owner, "blocking", False):
+        return await run_in_threadpool(function, *args)
+    return function(*args)
+
+
+async def over_limit(request: Request, principal: Principal, events: int) -> Response | None:
     """429 with Retry-After when the key has sent more than its rate, else None."""
     server = request.app.state.server
     limiter = server.limiter
     if limiter is None:
         return None
-    wait = limiter.admit(principal.key_id, events)
+    wait = await call(limiter, limiter.admit, principal.key_id, events)
     if wait == 0.0:
         return None
     server.metrics.shed.inc()
@@ -130,7 +137,7 @@ async def store_parsed(
     """Write what is new; returns (duplicate ids, error response or None)."""
     seen: set[str] = set()
     if dedup.get("enabled", True) is not False and parsed.event_ids:
-        seen = server.seen.seen(project, parsed.event_ids)
+        seen = await call(server.seen, server.seen.seen, project, parsed.event_ids)
     batch = parsed.batch
     if seen:
         batch = WriteBatch(
@@ -155,7 +162,8 @@ async def store_parsed(
                 503, "TR-STORAGE", str(exc), "retry; the operator should check the database",
                 {"Retry-After": _RETRY_AFTER_S},
             )  # fmt: skip
-        server.seen.remember(project, [i for i in parsed.event_ids if i not in seen])
+        fresh = [i for i in parsed.event_ids if i not in seen]
+        await call(server.seen, server.seen.remember, project, fresh)
         duplicates |= result.duplicates
     return duplicates, None
 
@@ -178,7 +186,7 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
     events = (
         len(parsed.event_ids) + len(parsed.errors) if keep is None else keep.count(b'"event_id"')
     )
-    refused = over_limit(request, principal, max(1, events))
+    refused = await over_limit(request, principal, max(1, events))
     if refused is not None:
         return refused
     if keep is not None:
@@ -258,7 +266,7 @@ async def ingest_stream(request: Request, principal: Ingesting) -> Response:
         return error_response(
             400, "TR-INGEST-EVENT", error["details"], "fix the event; it cannot be stored as sent"
         )
-    refused = over_limit(request, principal, 1)
+    refused = await over_limit(request, principal, 1)
     if refused is not None:
         return refused
     duplicates, failure = await store_parsed(

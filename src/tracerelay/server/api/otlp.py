@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tracerelay.server.api.auth import Ingesting
-from tracerelay.server.api.ingest import read_body
+from tracerelay.server.api.ingest import call, read_body
 from tracerelay.server.ingest.body import BodyError, decode_body
 from tracerelay.server.ingest.otlp import OtlpDecoded, OtlpError, decode_otlp
 from tracerelay.server.storage.base import StorageError
@@ -98,7 +98,9 @@ async def export_traces(request: Request, principal: Ingesting) -> Response:
         return _status(exc.status, str(exc), protobuf)
     batch = _batch(principal.project_id, decoded)
     if server.limiter is not None:
-        wait = server.limiter.admit(principal.key_id, max(1, len(batch)))
+        wait = await call(
+            server.limiter, server.limiter.admit, principal.key_id, max(1, len(batch))
+        )
         if wait:
             response = _status(429, "this key is over its rate; retry later", protobuf)
             response.headers["Retry-After"] = server.limiter.retry_after(wait)
