@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.server.support import ADMIN_KEY, free_port
 from tracerelay.ids import new_event_id
@@ -18,11 +19,11 @@ from tracerelay.ids import new_event_id
 SPANS_PER_BATCH = 200
 
 
-def start_server(database: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
     command = "from tracerelay.cli import main; raise SystemExit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", command, "serve", "--port", str(port),
-         "--database-url", f"sqlite:///{database}", "--bootstrap-key", ADMIN_KEY],
+         "--database-url", database_url, "--bootstrap-key", ADMIN_KEY],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -59,8 +60,15 @@ def batch(trace_id: str) -> dict[str, object]:
     }
 
 
-def test_every_acknowledged_span_survives_kill_9(tmp_path: Path) -> None:
-    database = tmp_path / "tracerelay.db"
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_every_acknowledged_span_survives_kill_9(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    database = (
+        f"sqlite:///{tmp_path / 'tracerelay.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
