@@ -59,10 +59,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode_json(body: bytes, encoding: str | None, limit: int) -> Any:
+def _decode_json(body: bytes, encoding: str | None, limit: int) -> tuple[bytes, Any]:
+    """The body decompressed within ``limit``, and its JSON."""
     raw = decode_body(body, encoding, max_decompressed=limit)
     try:
-        return orjson.loads(raw)
+        return raw, orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BodyError(400, "TR-INGEST-JSON", f"the body is not JSON ({exc})") from exc
 
@@ -79,18 +80,16 @@ def parse_batch(data: Any, project_id: str) -> tuple[Parsed, dict[str, Any]]:
 
 
 def _read_batch(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
-    """(parsed, dedup, None) — or, for ``async_mode``, (None, None, the JSON to keep)."""
-    raw = decode_body(body, encoding, max_decompressed=limit)
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BodyError(400, "TR-INGEST-JSON", f"the body is not JSON ({exc})") from exc
+    """(parsed, dedup, None, events) — or, for ``async_mode``, (None, None, the JSON to
+    keep, events)."""
+    raw, data = _decode_json(body, encoding, limit)
     if isinstance(data, dict) and data.get("async_mode") is True:
-        if not isinstance(data.get("events"), list):
+        events = data.get("events")
+        if not isinstance(events, list):
             raise EnvelopeError("events: expected a list of events")
-        return None, None, raw
+        return None, None, raw, len(events)
     parsed, dedup = parse_batch(data, project_id)
-    return parsed, dedup, None
+    return parsed, dedup, None, len(parsed.event_ids) + len(parsed.errors)
 
 
 def batch_answer(parsed: Parsed, duplicates: set[str], started: float) -> dict[str, Any]:
@@ -175,7 +174,7 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
     settings = request.app.state.server.settings
     try:
         body = await read_body(request, settings.max_body_bytes)
-        parsed, dedup, keep = await run_in_threadpool(
+        parsed, dedup, keep, events = await run_in_threadpool(
             _read_batch, body, request.headers.get("content-encoding"),
             settings.max_decompressed_bytes, principal.project_id,
         )  # fmt: skip
@@ -183,14 +182,11 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
         return error_response(exc.status, exc.code, exc.message)
     except EnvelopeError as exc:
         return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's batch body")
-    events = (
-        len(parsed.event_ids) + len(parsed.errors) if keep is None else keep.count(b'"event_id"')
-    )
     refused = await over_limit(request, principal, max(1, events))
     if refused is not None:
         return refused
     if keep is not None:
-        return await _accept_job(request, principal, keep)
+        return await _accept_job(request, principal, keep, events)
     duplicates, failure = await store_parsed(
         request.app.state.server, principal.project_id, parsed, dedup
     )
@@ -211,12 +207,11 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
     return Response(orjson.dumps(answer), status, media_type="application/json")
 
 
-async def _accept_job(request: Request, principal: Principal, raw: bytes) -> Response:
+async def _accept_job(request: Request, principal: Principal, raw: bytes, events: int) -> Response:
     """``async_mode``: the batch is committed to the jobs table, then answered 202; the
     jobs worker (``server/jobs.py``) processes it as a synchronous request would."""
     server = request.app.state.server
     job_id = new_event_id()
-    events = raw.count(b'"event_id"')
     try:
         await asyncio.wrap_future(
             server.writer.call(partial(server.store.add_job, job_id, principal.project_id,
@@ -233,7 +228,7 @@ async def _accept_job(request: Request, principal: Principal, raw: bytes) -> Res
 
 
 def _parse_stream(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
-    data = _decode_json(body, encoding, limit)
+    _, data = _decode_json(body, encoding, limit)
     if not isinstance(data, dict) or not isinstance(data.get("event"), dict):
         raise EnvelopeError('the body must be {"event": {...}, "system_info": {...}}')
     info = data.get("system_info")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -73,8 +74,6 @@ def _status(code: int, message: str, protobuf: bool) -> Response:
 
         content = status_pb2.Status(code=code, message=message).SerializeToString()
         return Response(content, code, media_type=_PROTOBUF)
-    import orjson
-
     return Response(orjson.dumps({"code": code, "message": message}), code,
                     media_type="application/json")  # fmt: skip
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tracerelay.records import EVENT_TYPES
+
 __all__ = ["BATCH_BODY", "STREAM_BODY", "json_body"]
 
 _HEX32 = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
@@ -21,17 +23,7 @@ EVENT: dict[str, Any] = {
         "event_id": {"type": "string", "description": "ULID, fixed when the record was made"},
         "event_type": {
             "type": "string",
-            "enum": [
-                "trace_create",
-                "trace_update",
-                "observation_create",
-                "observation_update",
-                "observation_complete",
-                "quality_score_create",
-                "quality_score_update",
-                "metric",
-                "event_create",
-            ],
+            "enum": sorted(EVENT_TYPES),
         },
         "timestamp": {"type": "number", "description": "Unix seconds"},
         "payload": {

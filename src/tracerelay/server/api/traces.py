@@ -15,12 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from tracerelay.server.api.auth import Reading
 from tracerelay.server.api.ingest import error_response
+from tracerelay.server.ingest.events import TRACE_ID
 from tracerelay.server.storage.base import TraceQuery
 
 __all__ = ["router", "span_view", "time_ns"]
 
 router = APIRouter(tags=["traces"])
-_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def span_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +208,7 @@ async def search_traces(request: Request, principal: Reading) -> Response:
 @router.get("/v1/traces/{trace_id}")
 async def get_trace(trace_id: str, request: Request, principal: Reading) -> Response:
     """The trace with all its spans (flat, with parent ids), its tree and its orphans."""
-    if not _TRACE_ID.fullmatch(trace_id):
+    if not TRACE_ID.fullmatch(trace_id):
         return error_response(
             400, "TR-QUERY-TRACE-ID", "a trace id is 32 lowercase hex characters", ""
         )

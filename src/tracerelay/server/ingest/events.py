@@ -14,28 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracerelay.records import EVENT_TYPES
 from tracerelay.server.storage.merge import span_state, trace_state, version_of
 from tracerelay.server.storage.rows import RecordRow, SpanWrite, TraceWrite, WriteBatch
 
-__all__ = ["EVENT_TYPES", "EnvelopeError", "Parsed", "parse_events"]
+__all__ = ["TRACE_ID", "EnvelopeError", "Parsed", "parse_events"]
 
-EVENT_TYPES = frozenset(
-    {
-        "trace_create",
-        "trace_update",
-        "observation_create",
-        "observation_update",
-        "observation_complete",
-        "quality_score_create",
-        "quality_score_update",
-        "metric",
-        "event_create",
-    }
-)
 _OBSERVATION = frozenset({"observation_create", "observation_update", "observation_complete"})
 _TRACE = frozenset({"trace_create", "trace_update"})
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}")
-_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _KINDS = frozenset({"internal", "server", "client", "producer", "consumer"})
 _STATUS = frozenset({"unset", "ok", "error"})
@@ -118,7 +106,7 @@ def _add(batch: WriteBatch, event: Any, service: str | None, environment: str | 
         state = span_state(payload, version, service=service, environment=environment)
         batch.spans.append(SpanWrite(payload["trace_id"], payload["span_id"], state, event_id))
     elif event_type in _TRACE:
-        _hex(payload, "trace_id", _TRACE_ID, 32)
+        _hex(payload, "trace_id", TRACE_ID, 32)
         _optional(payload, "name", str)
         _optional(payload, "user_id", str)
         _optional(payload, "session_id", str)
@@ -133,7 +121,7 @@ def _add(batch: WriteBatch, event: Any, service: str | None, environment: str | 
             raise _Bad("payload.name", "expected a non-empty string")
         trace_id = payload.get("trace_id")
         if trace_id is not None:
-            _hex(payload, "trace_id", _TRACE_ID, 32)
+            _hex(payload, "trace_id", TRACE_ID, 32)
         span_id = payload.get("span_id")
         if span_id is not None:
             _hex(payload, "span_id", _SPAN_ID, 16)
@@ -148,7 +136,7 @@ def _add(batch: WriteBatch, event: Any, service: str | None, environment: str | 
 
 
 def _check_observation(payload: Mapping[str, Any], event_type: str) -> None:
-    _hex(payload, "trace_id", _TRACE_ID, 32)
+    _hex(payload, "trace_id", TRACE_ID, 32)
     _hex(payload, "span_id", _SPAN_ID, 16)
     parent = payload.get("parent_span_id")
     if parent is not None:

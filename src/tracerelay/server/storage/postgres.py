@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -196,8 +197,6 @@ class PostgresStore:
     def _store_records(
         cur: psycopg.Cursor[Any], project_id: str, batch: WriteBatch, result: WriteResult
     ) -> None:
-        import orjson
-
         rows = [
             (project_id, r.event_id, r.event_type, r.trace_id, r.span_id, r.name, r.time_ns,
              orjson.dumps(r.body).decode())
@@ -287,13 +286,9 @@ class PostgresStore:
         )
         trace = traces[0]
         if trace["body"] is not None and not isinstance(trace["body"], str):
-            import orjson
-
             trace["body"] = orjson.dumps(trace["body"]).decode()
         for record in records:
             if not isinstance(record["body"], str):
-                import orjson
-
                 record["body"] = orjson.dumps(record["body"]).decode()
         return {"trace": trace, "spans": spans, "records": records}
 
