@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracerelay.server.storage.merge import SpanState, span_state, version_of
+from tracerelay.server.ingest.events import observation_write
+from tracerelay.server.storage.merge import SpanState, version_of
 from tracerelay.server.storage.rows import SPAN_COLUMNS, span_row, span_state_of_row
 
 names = st.sampled_from(["a", "b", "c"])
@@ -40,6 +41,12 @@ payloads = st.fixed_dictionaries(
 events = st.lists(st.tuples(st.integers(0, 5), payloads), min_size=1, max_size=6).map(
     lambda items: [(version_of(t, f"{i:026d}"), p) for i, (t, p) in enumerate(items)]
 )
+
+
+def span_state(payload: dict[str, Any], version: str) -> SpanState:
+    """The state one event makes, through the row the ingest path builds for it."""
+    ids = {"trace_id": "a" * 32, "span_id": "b" * 16}
+    return observation_write("p", {**ids, **payload}, version, version[-26:]).state()
 
 
 def fold(items: list[tuple[str, dict[str, Any]]]) -> SpanState:

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from tests.server.support import RunningServer, running_server
 from tracerelay.ids import new_event_id
+from tracerelay.server.ingest.events import observation_write
 from tracerelay.server.storage.base import TraceQuery
-from tracerelay.server.storage.merge import span_state, version_of
-from tracerelay.server.storage.rows import SpanWrite, WriteBatch
+from tracerelay.server.storage.merge import version_of
+from tracerelay.server.storage.rows import WriteBatch
 from tracerelay.server.storage.sqlite import SqliteStore
 
 BASE = 1_700_000_000_000_000_000
@@ -127,10 +128,10 @@ def test_pages_cover_every_trace_once_in_order(
     try:
         batch = WriteBatch("p")
         for n, start in enumerate(starts, start=1):
-            payload = {"parent_span_id": None, "name": "x", "start_time_unix_nano": start,
-                       "end_time_unix_nano": start + 1}  # fmt: skip
-            state = span_state(payload, version_of(1.0, f"{n:026d}"))
-            batch.spans.append(SpanWrite(f"{n:032x}", f"{n:016x}", state, f"{n:026d}"))
+            payload = {"trace_id": f"{n:032x}", "span_id": f"{n:016x}", "name": "x",
+                       "start_time_unix_nano": start, "end_time_unix_nano": start + 1}  # fmt: skip
+            event_id = f"{n:026d}"
+            batch.spans.append(observation_write("p", payload, version_of(1.0, event_id), event_id))
         store.write([batch])
         seen: list[tuple[int, str]] = []
         before = None

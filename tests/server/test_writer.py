@@ -7,17 +7,18 @@ import threading
 import time
 from pathlib import Path
 
-from tracerelay.server.storage.merge import span_state, version_of
-from tracerelay.server.storage.rows import SpanWrite, WriteBatch
+from tracerelay.server.ingest.events import observation_write
+from tracerelay.server.storage.merge import version_of
+from tracerelay.server.storage.rows import WriteBatch
 from tracerelay.server.storage.sqlite import SqliteStore
 from tracerelay.server.storage.writer import Writer
 
 
 def one_span(n: int) -> WriteBatch:
-    payload = {"parent_span_id": None, "name": f"s{n}", "start_time_unix_nano": n,
-               "end_time_unix_nano": n + 1}  # fmt: skip
-    state = span_state(payload, version_of(1.0, f"{n:026d}"))
-    return WriteBatch("p", [SpanWrite(f"{n:032x}", f"{n:016x}", state, f"{n:026d}")])
+    payload = {"trace_id": f"{n:032x}", "span_id": f"{n:016x}", "name": f"s{n}",
+               "start_time_unix_nano": n, "end_time_unix_nano": n + 1}  # fmt: skip
+    event_id = f"{n:026d}"
+    return WriteBatch("p", [observation_write("p", payload, version_of(1.0, event_id), event_id)])
 
 
 def test_cancelled_waiters_leave_the_writer_running(tmp_path: Path) -> None:

@@ -23,8 +23,9 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tracerelay.server.api.auth import Ingesting
-from tracerelay.server.api.ingest import batch_answer, error_response, parse_batch, store_parsed
-from tracerelay.server.ingest.events import EnvelopeError
+from tracerelay.server.api.ingest import batch_answer, error_response, store_parsed
+from tracerelay.server.ingest.body import BodyError
+from tracerelay.server.ingest.events import EnvelopeError, read_batch
 
 __all__ = ["router", "run_jobs"]
 
@@ -37,10 +38,12 @@ _BACKOFF_S = 1.0
 async def _process(server: Any, job: dict[str, Any]) -> None:
     started = time.perf_counter()
     try:
-        parsed, dedup = await run_in_threadpool(
-            lambda: parse_batch(orjson.loads(job["body"]), job["project_id"])
+        read = await run_in_threadpool(
+            partial(read_batch, job["body"], job["project_id"], defer_async=False)
         )
-    except (EnvelopeError, orjson.JSONDecodeError) as exc:
+        parsed, dedup = read.parsed, read.dedup
+        assert parsed is not None  # defer_async=False: always read
+    except (EnvelopeError, BodyError) as exc:
         result: dict[str, Any] = {"error": "invalid_batch", "details": str(exc)}
     else:
         duplicates, failure = await store_parsed(server, job["project_id"], parsed, dedup)

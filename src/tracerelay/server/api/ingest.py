@@ -24,13 +24,19 @@ from starlette.concurrency import run_in_threadpool
 from tracerelay.ids import new_event_id
 from tracerelay.server.api.auth import Ingesting, Principal
 from tracerelay.server.api.schemas import BATCH_BODY, STREAM_BODY, json_body
-from tracerelay.server.ingest.body import BodyError, decode_body
-from tracerelay.server.ingest.events import EnvelopeError, Parsed, parse_events
+from tracerelay.server.ingest.body import BodyError, decode_body, load_json
+from tracerelay.server.ingest.events import (
+    BatchBody,
+    EnvelopeError,
+    Parsed,
+    parse_events,
+    read_batch,
+)
 from tracerelay.server.storage.base import StorageError
 from tracerelay.server.storage.rows import WriteBatch
 from tracerelay.server.storage.writer import QueueFull
 
-__all__ = ["batch_answer", "error_response", "parse_batch", "read_body", "router", "store_parsed"]
+__all__ = ["batch_answer", "error_response", "read_body", "router", "store_parsed"]
 
 router = APIRouter(tags=["ingest"])
 _RETRY_AFTER_S = "1"
@@ -59,37 +65,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode_json(body: bytes, encoding: str | None, limit: int) -> tuple[bytes, Any]:
-    """The body decompressed within ``limit``, and its JSON."""
+def _read_batch(
+    body: bytes, encoding: str | None, limit: int, project_id: str
+) -> tuple[bytes, BatchBody]:
+    """The body decompressed (what an async batch keeps), and read."""
     raw = decode_body(body, encoding, max_decompressed=limit)
-    try:
-        return raw, orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BodyError(400, "TR-INGEST-JSON", f"the body is not JSON ({exc})") from exc
-
-
-def parse_batch(data: Any, project_id: str) -> tuple[Parsed, dict[str, Any]]:
-    """A decoded batch body's events checked, and its deduplication settings."""
-    if not isinstance(data, dict):
-        raise EnvelopeError("the body must be an object with an events list")
-    parsed = parse_events(
-        data.get("events"), project_id, data.get("resource"), data.get("environment")
-    )
-    dedup = data.get("deduplication")
-    return parsed, dedup if isinstance(dedup, dict) else {}
-
-
-def _read_batch(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
-    """(parsed, dedup, None, events) — or, for ``async_mode``, (None, None, the JSON to
-    keep, events)."""
-    raw, data = _decode_json(body, encoding, limit)
-    if isinstance(data, dict) and data.get("async_mode") is True:
-        events = data.get("events")
-        if not isinstance(events, list):
-            raise EnvelopeError("events: expected a list of events")
-        return None, None, raw, len(events)
-    parsed, dedup = parse_batch(data, project_id)
-    return parsed, dedup, None, len(parsed.event_ids) + len(parsed.errors)
+    return raw, read_batch(raw, project_id)
 
 
 def batch_answer(parsed: Parsed, duplicates: set[str], started: float) -> dict[str, Any]:
@@ -174,7 +155,7 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
     settings = request.app.state.server.settings
     try:
         body = await read_body(request, settings.max_body_bytes)
-        parsed, dedup, keep, events = await run_in_threadpool(
+        raw, read = await run_in_threadpool(
             _read_batch, body, request.headers.get("content-encoding"),
             settings.max_decompressed_bytes, principal.project_id,
         )  # fmt: skip
@@ -182,11 +163,12 @@ async def ingest_batch(request: Request, principal: Ingesting) -> Response:
         return error_response(exc.status, exc.code, exc.message)
     except EnvelopeError as exc:
         return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's batch body")
-    refused = await over_limit(request, principal, max(1, events))
+    refused = await over_limit(request, principal, max(1, read.events))
     if refused is not None:
         return refused
-    if keep is not None:
-        return await _accept_job(request, principal, keep, events)
+    parsed, dedup = read.parsed, read.dedup
+    if parsed is None:
+        return await _accept_job(request, principal, raw, read.events)
     duplicates, failure = await store_parsed(
         request.app.state.server, principal.project_id, parsed, dedup
     )
@@ -228,7 +210,7 @@ async def _accept_job(request: Request, principal: Principal, raw: bytes, events
 
 
 def _parse_stream(body: bytes, encoding: str | None, limit: int, project_id: str) -> Any:
-    _, data = _decode_json(body, encoding, limit)
+    data = load_json(decode_body(body, encoding, max_decompressed=limit))
     if not isinstance(data, dict) or not isinstance(data.get("event"), dict):
         raise EnvelopeError('the body must be {"event": {...}, "system_info": {...}}')
     info = data.get("system_info")

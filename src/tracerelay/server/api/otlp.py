@@ -26,9 +26,10 @@ from tracerelay.server.api.auth import Ingesting
 from tracerelay.server.api.ingest import call, read_body
 from tracerelay.server.ingest.body import BodyError, decode_body
 from tracerelay.server.ingest.otlp import OtlpDecoded, OtlpError, decode_otlp
+from tracerelay.server.ingest.schema import Observation
 from tracerelay.server.storage.base import StorageError
-from tracerelay.server.storage.merge import span_state, version_of
-from tracerelay.server.storage.rows import SpanWrite, WriteBatch
+from tracerelay.server.storage.merge import version_of
+from tracerelay.server.storage.rows import SpanWrite, WriteBatch, observation_row
 from tracerelay.server.storage.writer import QueueFull
 
 __all__ = ["router"]
@@ -56,14 +57,14 @@ def _batch(project_id: str, decoded: OtlpDecoded) -> WriteBatch:
         event_id = _event_id(payload)
         end = payload.get("end_time_unix_nano") or payload.get("start_time_unix_nano") or 0
         resource = span.resource
-        state = span_state(
-            payload,
+        row = observation_row(
+            project_id,
+            Observation(**payload),  # the decoder's own payloads: their shape is known
             version_of(end / 1e9, event_id),
-            service=resource.get("service.name"),
-            environment=resource.get("deployment.environment.name")
-            or resource.get("deployment.environment"),
+            resource.get("service.name"),
+            resource.get("deployment.environment.name") or resource.get("deployment.environment"),
         )
-        batch.spans.append(SpanWrite(payload["trace_id"], payload["span_id"], state, event_id))
+        batch.spans.append(SpanWrite(payload["trace_id"], payload["span_id"], row, event_id))
     return batch
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import io
 import zlib
+from typing import Any
 
-__all__ = ["BodyError", "decode_body"]
+import orjson
+
+__all__ = ["BodyError", "decode_body", "load_json"]
 
 _STEP = 1 << 20
 
@@ -24,6 +27,14 @@ class BodyError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+def load_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON, or ``BodyError`` 400 ``TR-INGEST-JSON``."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, "TR-INGEST-JSON", f"the body is not JSON ({exc})") from exc
 
 
 def decode_body(body: bytes, encoding: str | None, *, max_decompressed: int) -> bytes:

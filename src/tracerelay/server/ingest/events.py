@@ -3,8 +3,21 @@
 Each event is checked on its own: a bad one becomes an error entry with the
 path to the bad field (``payload.trace_id: expected 32 lowercase hex
 characters``) and ``retryable: false``, and the others are stored. Nothing
-here raises for bad input; ``EnvelopeError`` is for a body that is not a
-batch at all (answered 400).
+here raises for bad input but ``EnvelopeError`` (the body is not a batch at
+all, answered 400) and ``BodyError`` (not JSON).
+
+Two paths, one outcome:
+
+- ``read_batch`` decodes a batch body with msgspec into ``schema.py``'s types:
+  types, patterns and bounds are checked in C while parsing, and an
+  observation becomes its ``spans`` row directly (``observation_row``). This
+  is the path nearly every span takes.
+- An event those types refuse — and every event of a body whose envelope they
+  refuse — goes through the checks below, field by field, which find the path
+  and the reason for the error entry (``parse_events``, also used for the
+  stream upload). An observation they pass is still converted into the same
+  ``Observation``, so what is accepted, and the row it makes, is decided in
+  one place.
 """
 
 from __future__ import annotations
@@ -14,11 +27,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracerelay.records import EVENT_TYPES
-from tracerelay.server.storage.merge import span_state, trace_state, version_of
-from tracerelay.server.storage.rows import RecordRow, SpanWrite, TraceWrite, WriteBatch
+import msgspec
+import orjson
 
-__all__ = ["TRACE_ID", "EnvelopeError", "Parsed", "parse_events"]
+from tracerelay.records import EVENT_TYPES
+from tracerelay.server.ingest.body import load_json
+from tracerelay.server.ingest.schema import BATCH, OBSERVATION, Observation
+from tracerelay.server.storage.merge import trace_state, version_of
+from tracerelay.server.storage.rows import (
+    RecordRow,
+    SpanWrite,
+    TraceWrite,
+    WriteBatch,
+    observation_row,
+)
+
+__all__ = [
+    "TRACE_ID",
+    "BatchBody",
+    "EnvelopeError",
+    "Parsed",
+    "decode_observation",
+    "observation_write",
+    "parse_events",
+    "read_batch",
+]
 
 _OBSERVATION = frozenset({"observation_create", "observation_update", "observation_complete"})
 _TRACE = frozenset({"trace_create", "trace_update"})
@@ -43,17 +76,97 @@ class Parsed:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _Bad(Exception):
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+@dataclass(slots=True)
+class BatchBody:
+    """A batch body read: its events checked — or, with ``async_mode``, only counted,
+    to be checked by the jobs worker (``parsed`` None)."""
+
+    parsed: Parsed | None
+    events: int
+    dedup: dict[str, Any]
 
 
-def parse_events(
-    events: Any, project_id: str, resource: Any = None, environment: Any = None
-) -> Parsed:
-    """Check each event and fold the good ones into one ``WriteBatch``."""
-    if not isinstance(events, list):
-        raise EnvelopeError("events: expected a list of events")
+def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> BatchBody:
+    """A decompressed ``POST /v1/telemetry/batch`` body, read and checked — only
+    counted when it asks for ``async_mode`` and ``defer_async`` (the request; the
+    jobs worker reads it with ``defer_async=False``)."""
+    try:
+        envelope = BATCH.decode(raw)
+    except msgspec.DecodeError:
+        return _read_batch_slowly(raw, project_id, defer_async)
+    dedup = envelope.deduplication if isinstance(envelope.deduplication, dict) else {}
+    if defer_async and envelope.async_mode is True:
+        return BatchBody(None, len(envelope.events), dedup)
+    service, environment = _origin(envelope.resource, envelope.environment)
+    parsed = Parsed(WriteBatch(project_id))
+    spans, event_ids = parsed.batch.spans, parsed.event_ids
+    for index, event in enumerate(envelope.events):
+        if event.event_type in _OBSERVATION:
+            obs = decode_observation(event.payload, event.event_type)
+            if obs is not None:
+                event_id = event.event_id.upper()  # ULIDs are case-insensitive
+                version = version_of(event.timestamp, event_id)
+                row = observation_row(project_id, obs, version, service, environment)
+                spans.append(SpanWrite(obs.trace_id, obs.span_id, row, event_id))
+                event_ids.append(event_id)
+                continue
+        one = {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "timestamp": event.timestamp,
+            "payload": orjson.loads(memoryview(event.payload)),
+        }
+        _add_or_refuse(parsed, index, one, service, environment)
+    return BatchBody(parsed, len(envelope.events), dedup)
+
+
+def _read_batch_slowly(raw: bytes, project_id: str, defer_async: bool) -> BatchBody:
+    """A body whose envelope the schema refused: read as plain JSON, event by event."""
+    data = load_json(raw)
+    if not isinstance(data, dict):
+        raise EnvelopeError("the body must be an object with an events list")
+    events = data.get("events")
+    dedup = data.get("deduplication")
+    dedup = dedup if isinstance(dedup, dict) else {}
+    if defer_async and data.get("async_mode") is True:
+        if not isinstance(events, list):
+            raise EnvelopeError("events: expected a list of events")
+        return BatchBody(None, len(events), dedup)
+    parsed = parse_events(events, project_id, data.get("resource"), data.get("environment"))
+    return BatchBody(parsed, len(parsed.event_ids) + len(parsed.errors), dedup)
+
+
+def observation_write(
+    project_id: str,
+    payload: Mapping[str, Any],
+    version: str,
+    event_id: str,
+    service: str | None = None,
+    environment: str | None = None,
+) -> SpanWrite:
+    """An observation payload (parsed JSON) as the write it makes; raises
+    ``msgspec.ValidationError`` when ``schema.Observation`` refuses it."""
+    obs = msgspec.convert(payload, Observation)
+    row = observation_row(project_id, obs, version, service, environment)
+    return SpanWrite(obs.trace_id, obs.span_id, row, event_id)
+
+
+def decode_observation(raw: msgspec.Raw, event_type: str) -> Observation | None:
+    """The payload decoded, or None when the schema or a cross-field rule refuses it."""
+    try:
+        obs = OBSERVATION.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    start, end = obs.start_time_unix_nano, obs.end_time_unix_nano
+    if event_type == "observation_create" and (not obs.name or start is None):
+        return None
+    if start is not None and end is not None and end < start:
+        return None
+    return obs
+
+
+def _origin(resource: Any, environment: Any) -> tuple[str | None, str | None]:
+    """The service and environment a batch's spans get from its resource."""
     service = resource.get("service.name") if isinstance(resource, Mapping) else None
     if not isinstance(service, str):
         service = None
@@ -62,24 +175,45 @@ def parse_events(
     if environment is None and isinstance(resource, Mapping):
         env = resource.get("deployment.environment")
         environment = env if isinstance(env, str) else None
+    return service, environment
+
+
+def parse_events(
+    events: Any, project_id: str, resource: Any = None, environment: Any = None
+) -> Parsed:
+    """Check each event (already parsed JSON) and fold the good ones into one ``WriteBatch``."""
+    if not isinstance(events, list):
+        raise EnvelopeError("events: expected a list of events")
+    service, environment = _origin(resource, environment)
     parsed = Parsed(WriteBatch(project_id))
     for index, event in enumerate(events):
-        event_id = event.get("event_id") if isinstance(event, Mapping) else None
-        try:
-            _add(parsed.batch, event, service, environment)
-        except _Bad as exc:
-            parsed.errors.append(
-                {
-                    "event_id": event_id if isinstance(event_id, str) else None,
-                    "index": index,
-                    "error": "invalid_payload",
-                    "details": str(exc),
-                    "retryable": False,
-                }
-            )
-            continue
-        parsed.event_ids.append(event["event_id"].upper())
+        _add_or_refuse(parsed, index, event, service, environment)
     return parsed
+
+
+def _add_or_refuse(
+    parsed: Parsed, index: int, event: Any, service: str | None, environment: str | None
+) -> None:
+    try:
+        _add(parsed.batch, event, service, environment)
+    except _Bad as exc:
+        event_id = event.get("event_id") if isinstance(event, Mapping) else None
+        parsed.errors.append(
+            {
+                "event_id": event_id if isinstance(event_id, str) else None,
+                "index": index,
+                "error": "invalid_payload",
+                "details": str(exc),
+                "retryable": False,
+            }
+        )
+        return
+    parsed.event_ids.append(event["event_id"].upper())
+
+
+class _Bad(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
 
 
 def _add(batch: WriteBatch, event: Any, service: str | None, environment: str | None) -> None:
@@ -103,8 +237,13 @@ def _add(batch: WriteBatch, event: Any, service: str | None, environment: str | 
     version = version_of(timestamp, event_id)
     if event_type in _OBSERVATION:
         _check_observation(payload, event_type)
-        state = span_state(payload, version, service=service, environment=environment)
-        batch.spans.append(SpanWrite(payload["trace_id"], payload["span_id"], state, event_id))
+        try:
+            write = observation_write(
+                batch.project_id, payload, version, event_id, service, environment
+            )
+        except msgspec.ValidationError as exc:
+            raise _Bad("payload", str(exc)) from None
+        batch.spans.append(write)
     elif event_type in _TRACE:
         _hex(payload, "trace_id", TRACE_ID, 32)
         _optional(payload, "name", str)
@@ -174,7 +313,7 @@ def _check_observation(payload: Mapping[str, Any], event_type: str) -> None:
         if not isinstance(usage, Mapping):
             raise _Bad("payload.usage", "expected an object")
         for key, value in usage.items():
-            if type(value) is not int or value < 0:
+            if type(value) is not int or not 0 <= value < _MAX_NS:
                 raise _Bad(f"payload.usage.{key}", "expected a non-negative integer")
     cost = payload.get("cost_usd")
     if cost is not None and type(cost) not in (int, float):

@@ -35,8 +35,10 @@ __all__ = [
     "TRACE_FIELDS",
     "Registers",
     "SpanState",
-    "span_state",
+    "event_key",
+    "link_key",
     "trace_state",
+    "union",
     "version_of",
 ]
 
@@ -143,56 +145,14 @@ class SpanState(Registers):
         changed = Registers.merge(self, other)
         if isinstance(other, SpanState):
             if other.events:
-                merged = _union(self.events, other.events, _event_key)
+                merged = union(self.events, other.events, event_key)
                 changed = changed or merged != self.events
                 self.events = merged
             if other.links:
-                merged = _union(self.links, other.links, _link_key)
+                merged = union(self.links, other.links, link_key)
                 changed = changed or merged != self.links
                 self.links = merged
         return changed
-
-
-def span_state(
-    payload: Mapping[str, Any], version: str, *, service: Any = None, environment: Any = None
-) -> SpanState:
-    """The registers one observation event sets (its payload validated beforehand)."""
-    status = payload.get("status")
-    code = status.get("code") if isinstance(status, Mapping) else None
-    usage = payload.get("usage")
-    values = {
-        "parent_span_id": payload.get("parent_span_id"),
-        "name": payload.get("name") or None,
-        "kind": payload.get("kind"),
-        "type": payload.get("type"),
-        "start_ns": payload.get("start_time_unix_nano"),
-        "end_ns": payload.get("end_time_unix_nano"),
-        # An unset status says nothing: it must not override an ok or error.
-        "status": None
-        if code in (None, "unset")
-        else (code, str(status.get("message") or "") if isinstance(status, Mapping) else ""),
-        "input": payload.get("input"),
-        "output": payload.get("output"),
-        "model": payload.get("model"),
-        "usage": dict(usage) if isinstance(usage, Mapping) and usage else None,
-        "cost_usd": payload.get("cost_usd"),
-        "sequence": payload.get("sequence"),
-        "trace_state": payload.get("trace_state") or None,
-        "service": service,
-        "environment": environment,
-        "scope": payload.get("scope"),
-    }
-    attributes = payload.get("attributes")
-    events = payload.get("events")
-    links = payload.get("links")
-    return SpanState(
-        values,
-        dict(attributes) if isinstance(attributes, Mapping) else {},
-        version,
-        {},
-        _union([], events, _event_key) if isinstance(events, list) and events else [],
-        _union([], links, _link_key) if isinstance(links, list) and links else [],
-    )
 
 
 def trace_state(payload: Mapping[str, Any], version: str) -> Registers:
@@ -206,7 +166,7 @@ def _canonical(item: Mapping[str, Any]) -> bytes:
     return orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
 
 
-def _union(ours: list[dict[str, Any]], theirs: Iterable[Any], key: Any) -> list[dict[str, Any]]:
+def union(ours: list[dict[str, Any]], theirs: Iterable[Any], key: Any) -> list[dict[str, Any]]:
     """``ours`` ∪ ``theirs`` by identity, sorted; of two items with one identity the
     one with the larger canonical form stays, so the result never depends on order."""
     merged: dict[Any, dict[str, Any]] = {key(item): item for item in ours}
@@ -221,10 +181,12 @@ def _union(ours: list[dict[str, Any]], theirs: Iterable[Any], key: Any) -> list[
     return [merged[ident] for ident in sorted(merged)]
 
 
-def _event_key(item: Mapping[str, Any]) -> tuple[int, str]:
+def event_key(item: Mapping[str, Any]) -> tuple[int, str]:
+    """A span event's identity: its time and name."""
     time = item.get("time_unix_nano")
     return (time if isinstance(time, int) else 0, str(item.get("name", "")))
 
 
-def _link_key(item: Mapping[str, Any]) -> tuple[str, str]:
+def link_key(item: Mapping[str, Any]) -> tuple[str, str]:
+    """A link's identity: the span it points to."""
     return (str(item.get("trace_id", "")), str(item.get("span_id", "")))

@@ -25,10 +25,13 @@ from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
 from tracerelay.server.storage.rows import (
     SPAN_COLUMNS,
+    SpanWrite,
     WriteBatch,
     WriteResult,
     fold_span,
     fold_trace,
+    pending_row,
+    pending_state,
     span_row,
     span_state_of_row,
     trace_body,
@@ -104,7 +107,7 @@ class PostgresStore:
         project_id: str,
         work: list[tuple[WriteBatch, WriteResult]],
     ) -> None:
-        spans: dict[tuple[str, str], SpanState] = {}
+        spans: dict[tuple[str, str], SpanWrite | SpanState] = {}
         traces: dict[str, Registers] = {}
         for batch, result in work:
             for write in batch.spans:
@@ -128,10 +131,12 @@ class PostgresStore:
 
     @staticmethod
     def _store_spans(
-        cur: psycopg.Cursor[Any], project_id: str, spans: dict[tuple[str, str], SpanState]
+        cur: psycopg.Cursor[Any],
+        project_id: str,
+        spans: dict[tuple[str, str], SpanWrite | SpanState],
     ) -> set[str]:
         keys = list(spans)
-        rows = [span_row(project_id, t, s, spans[(t, s)]) for t, s in keys]
+        rows = [pending_row(project_id, t, s, spans[(t, s)]) for t, s in keys]
         cur.executemany(_INSERT_SPAN, rows, returning=True)
         inserted: set[tuple[str, str]] = set()
         while True:
@@ -150,7 +155,7 @@ class PostgresStore:
             found = cur.fetchone()
             assert found is not None  # it conflicted, and rows are never deleted meanwhile
             old = span_state_of_row(found)
-            state = spans[(trace_id, span_id)]
+            state = pending_state(spans[(trace_id, span_id)])
             for version in (state.base, *state.overrides.values()):
                 if old.knows(version):
                     repeats.add(version.partition(":")[2])

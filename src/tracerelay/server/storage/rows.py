@@ -8,11 +8,21 @@ which events it already held (``WriteResult.duplicates``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tracerelay.server.storage.merge import TRACE_FIELDS, Registers, SpanState
+from tracerelay.server.storage.merge import (
+    TRACE_FIELDS,
+    Registers,
+    SpanState,
+    event_key,
+    link_key,
+    union,
+)
+
+if TYPE_CHECKING:
+    from tracerelay.server.ingest.schema import Observation
 
 __all__ = [
     "SPAN_COLUMNS",
@@ -23,6 +33,9 @@ __all__ = [
     "WriteResult",
     "fold_span",
     "fold_trace",
+    "observation_row",
+    "pending_row",
+    "pending_state",
     "span_row",
     "span_state_of_row",
     "trace_body",
@@ -58,12 +71,20 @@ _BODY_FIELDS = ("input", "output", "trace_state", "scope", "usage")
 
 @dataclass(slots=True)
 class SpanWrite:
-    """One observation event for a span: its state and the event it came from."""
+    """One observation event for a span: the row it makes on its own, and its event id.
+
+    Most spans are told in one event and stored as that row unchanged; only when
+    a second event about the span meets it (in the same write, or stored) is the
+    row read back into a ``SpanState`` and merged."""
 
     trace_id: str
     span_id: str
-    state: SpanState
+    row: tuple[Any, ...]
     event_id: str
+
+    def state(self) -> SpanState:
+        """The registers of this event alone."""
+        return span_state_of_row(dict(zip(SPAN_COLUMNS, self.row, strict=True)))
 
 
 @dataclass(slots=True)
@@ -106,6 +127,58 @@ class WriteResult:
     """What storing a ``WriteBatch`` found: the event ids already stored before."""
 
     duplicates: set[str] = field(default_factory=set)
+
+
+def observation_row(
+    project_id: str, obs: Observation, version: str, service: Any, environment: Any
+) -> tuple[Any, ...]:
+    """The ``spans`` row one observation event makes on its own (``SPAN_COLUMNS`` order).
+
+    The same row as ``span_row`` of that event's ``SpanState``, built in one step:
+    an unset status, an empty name or trace state and empty usage carry nothing
+    (SPEC §2: events never unset a field), events and links are sets."""
+    status = obs.status
+    code = status.get("code", "unset") if status else "unset"
+    usage = obs.usage or None
+    start, end = obs.start_time_unix_nano, obs.end_time_unix_nano
+    body: dict[str, Any] = {"attributes": obs.attributes or {}, "v": version}
+    if obs.events:
+        body["events"] = union([], obs.events, event_key)
+    if obs.links:
+        body["links"] = union([], obs.links, link_key)
+    if obs.input is not None:
+        body["input"] = obs.input
+    if obs.output is not None:
+        body["output"] = obs.output
+    if obs.trace_state:
+        body["trace_state"] = obs.trace_state
+    if obs.scope is not None:
+        body["scope"] = obs.scope
+    if usage is not None:
+        body["usage"] = usage
+    return (
+        project_id,
+        obs.trace_id,
+        obs.span_id,
+        obs.parent_span_id,
+        obs.name or None,
+        obs.kind,
+        obs.type,
+        service,
+        environment,
+        start,
+        end,
+        end - start if start is not None and end is not None else None,
+        code,
+        str(status.get("message") or "") if code != "unset" and status else "",
+        obs.model,
+        usage.get("input_tokens") if usage else None,
+        usage.get("output_tokens") if usage else None,
+        usage.get("total_tokens") if usage else None,
+        obs.cost_usd,
+        obs.sequence,
+        orjson.dumps(body).decode(),
+    )
 
 
 def span_row(project_id: str, trace_id: str, span_id: str, state: SpanState) -> tuple[Any, ...]:
@@ -203,17 +276,36 @@ def trace_state_of_body(body: Any) -> Registers:
 
 
 def fold_span(
-    spans: dict[tuple[str, str], SpanState], write: SpanWrite, result: WriteResult
+    spans: dict[tuple[str, str], SpanWrite | SpanState], write: SpanWrite, result: WriteResult
 ) -> None:
-    """Merge one span event into the states of a write group; a repeat is noted."""
+    """Merge one span event into what a write group holds for its span; a repeat is
+    noted. A span's first event is kept as its row; a second turns it into a state."""
     key = (write.trace_id, write.span_id)
     current = spans.get(key)
     if current is None:
-        spans[key] = write.state
-    elif current.knows(write.state.base):
+        spans[key] = write
+        return
+    if isinstance(current, SpanWrite):
+        current = spans[key] = current.state()
+    incoming = write.state()
+    if current.knows(incoming.base):
         result.duplicates.add(write.event_id)
     else:
-        current.merge(write.state)
+        current.merge(incoming)
+
+
+def pending_state(pending: SpanWrite | SpanState) -> SpanState:
+    """The state of what a write group holds for a span."""
+    return pending.state() if isinstance(pending, SpanWrite) else pending
+
+
+def pending_row(
+    project_id: str, trace_id: str, span_id: str, pending: SpanWrite | SpanState
+) -> tuple[Any, ...]:
+    """The row of what a write group holds for a span (a lone event's row as it came)."""
+    if isinstance(pending, SpanWrite):
+        return pending.row
+    return span_row(project_id, trace_id, span_id, pending)
 
 
 def fold_trace(traces: dict[str, Registers], write: TraceWrite, result: WriteResult) -> None:

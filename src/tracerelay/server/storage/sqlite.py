@@ -31,10 +31,13 @@ from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
 from tracerelay.server.storage.rows import (
     SPAN_COLUMNS,
+    SpanWrite,
     WriteBatch,
     WriteResult,
     fold_span,
     fold_trace,
+    pending_row,
+    pending_state,
     span_row,
     span_state_of_row,
     trace_body,
@@ -124,7 +127,7 @@ class SqliteStore:
     def _write_project(
         self, db: sqlite3.Connection, project_id: str, work: list[tuple[WriteBatch, WriteResult]]
     ) -> None:
-        spans: dict[tuple[str, str], SpanState] = {}
+        spans: dict[tuple[str, str], SpanWrite | SpanState] = {}
         touched: set[str] = set()
         for batch, result in work:
             for write in batch.spans:
@@ -154,17 +157,18 @@ class SqliteStore:
         self,
         db: sqlite3.Connection,
         project_id: str,
-        spans: dict[tuple[str, str], SpanState],
+        spans: dict[tuple[str, str], SpanWrite | SpanState],
         work: list[tuple[WriteBatch, WriteResult]],
     ) -> None:
         stored = self._stored_spans(db, project_id, list(spans))
         inserts, updates = [], []
         repeats: set[str] = set()
-        for (trace_id, span_id), state in spans.items():
+        for (trace_id, span_id), pending in spans.items():
             old = stored.get((trace_id, span_id))
             if old is None:
-                inserts.append(span_row(project_id, trace_id, span_id, state))
+                inserts.append(pending_row(project_id, trace_id, span_id, pending))
                 continue
+            state = pending_state(pending)
             for version in (state.base, *state.overrides.values()):
                 if old.knows(version):
                     repeats.add(version.partition(":")[2])

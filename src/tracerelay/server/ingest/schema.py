@@ -1,0 +1,99 @@
+"""The shapes a batch body must have, as msgspec types: decoded and checked in one pass.
+
+``POST /v1/telemetry/batch`` bodies are decoded straight into these types by
+msgspec's JSON decoder, which checks every type, pattern and bound in C while
+it parses (~8 µs a span where a ``json.loads`` then field-by-field checks in
+Python took ~55). Each event's payload is kept as raw JSON until its type is
+known; an observation's payload is then decoded into ``Observation``.
+
+These types decide what is accepted. What they refuse is looked at again,
+event by event, by ``ingest/events.py``'s checks, whose only job is to say
+where and why (``payload.trace_id: expected 32 lowercase hex characters``):
+the two agree on every payload (a hypothesis test holds them to it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypedDict
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "BATCH",
+    "OBSERVATION",
+    "BatchEnvelope",
+    "EventEnvelope",
+    "Observation",
+    "Status",
+]
+
+_MAX_INT64 = (1 << 63) - 1
+# Patterns are searched (re.search): \A and \Z anchor them, as $ would let a newline by.
+TraceId = Annotated[str, Meta(pattern=r"\A(?!0{32}\Z)[0-9a-f]{32}\Z")]
+SpanId = Annotated[str, Meta(pattern=r"\A(?!0{16}\Z)[0-9a-f]{16}\Z")]
+Nanoseconds = Annotated[int, Meta(ge=0, le=_MAX_INT64)]
+Ulid = Annotated[str, Meta(pattern=r"\A[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}\Z")]
+Kind = Literal["internal", "server", "client", "producer", "consumer"]
+
+
+class _StatusCode(TypedDict):
+    code: Literal["unset", "ok", "error"]
+
+
+class Status(_StatusCode, total=False):
+    """A span's status (a code, and a message that may be absent): a plain dict."""
+
+    message: str
+
+
+class Observation(Struct):
+    """The payload of ``observation_create`` / ``_update`` / ``_complete`` (SPEC §1).
+
+    Every field but the ids may be absent (an update carries only what it changes);
+    unknown fields are ignored. Cross-field rules (a create has a name and a start,
+    an end is not before its start) are checked by ``events.py``."""
+
+    trace_id: TraceId
+    span_id: SpanId
+    parent_span_id: SpanId | None = None
+    name: str | None = None
+    kind: Kind | None = None
+    type: str | None = None
+    start_time_unix_nano: Nanoseconds | None = None
+    end_time_unix_nano: Nanoseconds | None = None
+    status: Status | None = None
+    attributes: dict[str, Any] | None = None
+    events: list[Any] | None = None
+    links: list[Any] | None = None
+    model: str | None = None
+    usage: dict[str, Annotated[int, Meta(ge=0, le=_MAX_INT64)]] | None = None
+    cost_usd: float | None = None
+    sequence: Nanoseconds | None = None
+    input: Any = None
+    output: Any = None
+    trace_state: Any = None
+    scope: Any = None
+
+
+class EventEnvelope(Struct):
+    """One event of a batch, its payload still raw JSON."""
+
+    event_id: Ulid
+    event_type: str
+    timestamp: Annotated[float, Meta(ge=0, lt=1e11)]
+    payload: msgspec.Raw
+
+
+class BatchEnvelope(Struct):
+    """A batch body (SPEC §2). Fields the server reads leniently stay ``Any``."""
+
+    events: list[EventEnvelope]
+    resource: Any = None
+    environment: Any = None
+    deduplication: Any = None
+    async_mode: Any = None
+
+
+BATCH = msgspec.json.Decoder(BatchEnvelope)
+OBSERVATION = msgspec.json.Decoder(Observation)
