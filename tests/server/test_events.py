@@ -17,6 +17,7 @@ from tracerelay.server.ingest.events import (
     parse_events,
     read_batch,
 )
+from tracerelay.server.storage.rows import span_row
 
 HEX32 = "0123456789abcdef" * 2
 
@@ -139,6 +140,9 @@ def test_the_schema_and_the_checks_accept_the_same_payloads_and_make_the_same_ro
     assert read.parsed.event_ids == checked.event_ids
     assert [w.row for w in read.parsed.batch.spans] == [w.row for w in checked.batch.spans]
     assert [e["index"] for e in read.parsed.errors] == [e["index"] for e in checked.errors]
+    for write in read.parsed.batch.spans:
+        # The row built in one step is the row of the event's state, as a merge builds it.
+        assert write.row == span_row("p", write.trace_id, write.span_id, write.state())
 
 
 def test_a_refused_field_is_named_with_its_path() -> None:

@@ -46,7 +46,9 @@ events = st.lists(st.tuples(st.integers(0, 5), payloads), min_size=1, max_size=6
 def span_state(payload: dict[str, Any], version: str) -> SpanState:
     """The state one event makes, through the row the ingest path builds for it."""
     ids = {"trace_id": "a" * 32, "span_id": "b" * 16}
-    return observation_write("p", {**ids, **payload}, version, version[-26:]).state()
+    return observation_write(
+        "p", {**ids, **payload}, version, version[-26:], "observation_update"
+    ).state()
 
 
 def fold(items: list[tuple[str, dict[str, Any]]]) -> SpanState:

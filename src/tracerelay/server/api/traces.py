@@ -23,35 +23,26 @@ __all__ = ["router", "span_view", "time_ns"]
 router = APIRouter(tags=["traces"])
 
 
-def span_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored span in SPEC §1's shape."""
-    body = row["body"]
-    body = orjson.loads(body) if isinstance(body, (str, bytes)) else body
-    span: dict[str, Any] = {
+def span_view(row: dict[str, Any]) -> orjson.Fragment:
+    """A stored span in SPEC §1's shape, as JSON: its column values, then its body as
+    stored (``storage/rows.py``: the body already holds the rest in SPEC §1's names)."""
+    start, end = row["start_ns"], row["end_ns"]
+    head: dict[str, Any] = {
         "trace_id": row["trace_id"],
         "span_id": row["span_id"],
         "parent_span_id": row["parent_span_id"],
         "name": row["name"],
-        "kind": row["kind"],
-        "type": row["type"],
         "service": row["service"],
-        "start_time_unix_nano": row["start_ns"],
-        "end_time_unix_nano": row["end_ns"],
-        "duration_ms": row["duration_ns"] / 1e6 if row["duration_ns"] is not None else None,
-        "status": {"code": row["status_code"] or "unset", "message": row["status_message"] or ""},
-        "attributes": body.get("attributes") or {},
-        "events": body.get("events") or [],
-        "links": body.get("links") or [],
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
         "sequence": row["sequence"],
     }
-    for key in ("input", "output", "usage", "trace_state", "scope"):
-        if body.get(key) is not None:
-            span[key] = body[key]
     if row["model"] is not None:
-        span["model"] = row["model"]
-    if row["cost_usd"] is not None:
-        span["cost_usd"] = row["cost_usd"]
-    return span
+        head["model"] = row["model"]
+    body = row["body"]
+    rest = body.encode() if isinstance(body, str) else orjson.dumps(body)
+    return orjson.Fragment(orjson.dumps(head)[:-1] + b"," + rest[1:])
 
 
 def _tree(spans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -216,8 +207,9 @@ async def get_trace(trace_id: str, request: Request, principal: Reading) -> Resp
     found = await run_in_threadpool(store.get_trace, principal.project_id, trace_id)
     if found is None:
         return error_response(404, "TR-QUERY-NOT-FOUND", f"no trace {trace_id} in this project")
-    spans = [span_view(row) for row in found["spans"]]
-    tree, orphans = _tree(spans)
+    rows = found["spans"]
+    spans = [span_view(row) for row in rows]
+    tree, orphans = _tree(rows)
     trace = found["trace"]
     body = orjson.loads(trace["body"]) if trace.get("body") else {}
     answer = {

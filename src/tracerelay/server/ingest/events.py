@@ -47,6 +47,7 @@ __all__ = [
     "BatchBody",
     "EnvelopeError",
     "Parsed",
+    "coherent",
     "decode_observation",
     "observation_write",
     "parse_events",
@@ -61,6 +62,9 @@ _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _KINDS = frozenset({"internal", "server", "client", "producer", "consumer"})
 _STATUS = frozenset({"unset", "ok", "error"})
 _MAX_NS = 1 << 63
+_HEX = "0123456789abcdef"
+_ZEROS_32, _ZEROS_16 = "0" * 32, "0" * 16
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
 
 
 class EnvelopeError(Exception):
@@ -101,7 +105,7 @@ def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> Batc
     parsed = Parsed(WriteBatch(project_id))
     spans, event_ids = parsed.batch.spans, parsed.event_ids
     for index, event in enumerate(envelope.events):
-        if event.event_type in _OBSERVATION:
+        if event.event_type in _OBSERVATION and not event.event_id.strip(_CROCKFORD):
             obs = decode_observation(event.payload, event.event_type)
             if obs is not None:
                 event_id = event.event_id.upper()  # ULIDs are case-insensitive
@@ -141,12 +145,15 @@ def observation_write(
     payload: Mapping[str, Any],
     version: str,
     event_id: str,
+    event_type: str = "observation_create",
     service: str | None = None,
     environment: str | None = None,
 ) -> SpanWrite:
     """An observation payload (parsed JSON) as the write it makes; raises
-    ``msgspec.ValidationError`` when ``schema.Observation`` refuses it."""
+    ``msgspec.ValidationError`` when ``schema.Observation`` or ``coherent`` refuses it."""
     obs = msgspec.convert(payload, Observation)
+    if not coherent(obs, event_type):
+        raise msgspec.ValidationError("the payload breaks a rule of SPEC §2")
     row = observation_row(project_id, obs, version, service, environment)
     return SpanWrite(obs.trace_id, obs.span_id, row, event_id)
 
@@ -157,12 +164,22 @@ def decode_observation(raw: msgspec.Raw, event_type: str) -> Observation | None:
         obs = OBSERVATION.decode(raw)
     except msgspec.DecodeError:
         return None
+    return obs if coherent(obs, event_type) else None
+
+
+def coherent(obs: Observation, event_type: str) -> bool:
+    """The rules ``schema.Observation`` cannot say: ids of lowercase hex, not all zeros
+    (their lengths are the schema's); a create has a name and a start; an end is not
+    before its start."""
+    trace_id, span_id, parent = obs.trace_id, obs.span_id, obs.parent_span_id
+    if (trace_id + span_id + (parent or "")).strip(_HEX):
+        return False
+    if trace_id == _ZEROS_32 or _ZEROS_16 in (span_id, parent):
+        return False
     start, end = obs.start_time_unix_nano, obs.end_time_unix_nano
     if event_type == "observation_create" and (not obs.name or start is None):
-        return None
-    if start is not None and end is not None and end < start:
-        return None
-    return obs
+        return False
+    return start is None or end is None or end >= start
 
 
 def _origin(resource: Any, environment: Any) -> tuple[str | None, str | None]:
@@ -239,7 +256,7 @@ def _add(batch: WriteBatch, event: Any, service: str | None, environment: str | 
         _check_observation(payload, event_type)
         try:
             write = observation_write(
-                batch.project_id, payload, version, event_id, service, environment
+                batch.project_id, payload, version, event_id, event_type, service, environment
             )
         except msgspec.ValidationError as exc:
             raise _Bad("payload", str(exc)) from None

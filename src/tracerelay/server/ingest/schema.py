@@ -6,10 +6,12 @@ it parses (~8 µs a span where a ``json.loads`` then field-by-field checks in
 Python took ~55). Each event's payload is kept as raw JSON until its type is
 known; an observation's payload is then decoded into ``Observation``.
 
-These types decide what is accepted. What they refuse is looked at again,
-event by event, by ``ingest/events.py``'s checks, whose only job is to say
-where and why (``payload.trace_id: expected 32 lowercase hex characters``):
-the two agree on every payload (a hypothesis test holds them to it).
+These types, with the few rules they cannot express (an id's alphabet, a
+create's name and start, an end not before its start: ``events.py``'s
+``coherent``), decide what is accepted. What they refuse is looked at again,
+event by event, by ``events.py``'s checks, whose only job is to say where and
+why (``payload.trace_id: expected 32 lowercase hex characters``): the two
+agree on every payload (a hypothesis test holds them to it).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ __all__ = [
 ]
 
 _MAX_INT64 = (1 << 63) - 1
-# Patterns are searched (re.search): \A and \Z anchor them, as $ would let a newline by.
-TraceId = Annotated[str, Meta(pattern=r"\A(?!0{32}\Z)[0-9a-f]{32}\Z")]
-SpanId = Annotated[str, Meta(pattern=r"\A(?!0{16}\Z)[0-9a-f]{16}\Z")]
+# Ids are checked for length here and for their characters by ``events.py``
+# (``str.strip`` of the alphabet: ~0.2 µs, where a pattern costs msgspec ~1.3 µs).
+TraceId = Annotated[str, Meta(min_length=32, max_length=32)]
+SpanId = Annotated[str, Meta(min_length=16, max_length=16)]
+Ulid = Annotated[str, Meta(min_length=26, max_length=26)]
 Nanoseconds = Annotated[int, Meta(ge=0, le=_MAX_INT64)]
-Ulid = Annotated[str, Meta(pattern=r"\A[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}\Z")]
 Kind = Literal["internal", "server", "client", "producer", "consumer"]
 
 

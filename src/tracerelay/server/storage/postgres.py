@@ -364,7 +364,7 @@ class PostgresStore:
         self, project_id: str, since_ns: int, until_ns: int, service: str | None
     ) -> list[dict[str, Any]]:
         """Per (service, operation): count, errors, nearest-rank p50/p95/p99 duration."""
-        where = "project_id = %s AND start_ns >= %s AND start_ns < %s AND duration_ns IS NOT NULL"
+        where = "project_id = %s AND start_ns >= %s AND start_ns < %s AND end_ns IS NOT NULL"
         params: list[Any] = [project_id, since_ns, until_ns]
         if service is not None:
             where += " AND service = %s"
@@ -372,9 +372,9 @@ class PostgresStore:
         return self._rows(
             f"SELECT service, name AS operation, count(*) AS count, "
             f"count(*) FILTER (WHERE status_code = 'error') AS errors, "
-            f"percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50, "
-            f"percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95, "
-            f"percentile_disc(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99 "
+            f"percentile_disc(0.5) WITHIN GROUP (ORDER BY end_ns - start_ns) AS p50, "
+            f"percentile_disc(0.95) WITHIN GROUP (ORDER BY end_ns - start_ns) AS p95, "
+            f"percentile_disc(0.99) WITHIN GROUP (ORDER BY end_ns - start_ns) AS p99 "
             f"FROM spans WHERE {where} GROUP BY service, name ORDER BY service, name",
             params,
         )
@@ -383,10 +383,13 @@ class PostgresStore:
         """Per model in the window: generations, tokens and cost."""
         return self._rows(
             "SELECT model, count(*) AS generations, "
-            "coalesce(sum(input_tokens), 0)::bigint AS input_tokens, "
-            "coalesce(sum(output_tokens), 0)::bigint AS output_tokens, "
-            "coalesce(sum(total_tokens), 0)::bigint AS total_tokens, "
-            "coalesce(sum(cost_usd), 0)::float8 AS cost_usd FROM spans "
+            "coalesce(sum((body->'usage'->>'input_tokens')::bigint), 0)::bigint "
+            "AS input_tokens, "
+            "coalesce(sum((body->'usage'->>'output_tokens')::bigint), 0)::bigint "
+            "AS output_tokens, "
+            "coalesce(sum((body->'usage'->>'total_tokens')::bigint), 0)::bigint "
+            "AS total_tokens, "
+            "coalesce(sum((body->>'cost_usd')::float8), 0)::float8 AS cost_usd FROM spans "
             "WHERE project_id = %s AND start_ns >= %s AND start_ns < %s "
             "AND model IS NOT NULL GROUP BY model ORDER BY model",
             (project_id, since_ns, until_ns),

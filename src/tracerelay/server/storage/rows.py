@@ -48,25 +48,23 @@ SPAN_COLUMNS = (
     "span_id",
     "parent_span_id",
     "name",
-    "kind",
-    "type",
     "service",
-    "environment",
     "start_ns",
     "end_ns",
-    "duration_ns",
-    "status_code",
-    "status_message",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cost_usd",
     "sequence",
+    "status_code",
+    "model",
+    "versions",
     "body",
 )
-# The registers kept in the row's JSON body rather than a column of their own.
-_BODY_FIELDS = ("input", "output", "trace_state", "scope", "usage")
+"""A ``spans`` row: the fields queries filter, group or join on get columns; the rest of
+the span is ``body``, JSON in SPEC §1's names (kind, type, status, attributes, events,
+links always; input, output, usage, trace_state, scope, cost_usd, environment when set),
+so a read returns it as stored, after a few column values (``api/traces.py``).
+``versions`` is the merge's bookkeeping (``{"v": base, "o": overrides}``, merge.py).
+Few columns on purpose: each costs SQLite ~1 µs a row to insert."""
+# Registers kept in the body only when set.
+_OPTIONAL_FIELDS = ("input", "output", "usage", "trace_state", "scope", "cost_usd", "environment")
 
 
 @dataclass(slots=True)
@@ -138,45 +136,43 @@ def observation_row(
     an unset status, an empty name or trace state and empty usage carry nothing
     (SPEC §2: events never unset a field), events and links are sets."""
     status = obs.status
-    code = status.get("code", "unset") if status else "unset"
-    usage = obs.usage or None
-    start, end = obs.start_time_unix_nano, obs.end_time_unix_nano
-    body: dict[str, Any] = {"attributes": obs.attributes or {}, "v": version}
-    if obs.events:
-        body["events"] = union([], obs.events, event_key)
-    if obs.links:
-        body["links"] = union([], obs.links, link_key)
+    code = status["code"] if status else "unset"
+    message = str(status.get("message") or "") if status and code != "unset" else ""
+    body: dict[str, Any] = {
+        "kind": obs.kind,
+        "type": obs.type,
+        "status": {"code": code, "message": message},
+        "attributes": obs.attributes or {},
+        "events": union([], obs.events, event_key) if obs.events else [],
+        "links": union([], obs.links, link_key) if obs.links else [],
+    }
     if obs.input is not None:
         body["input"] = obs.input
     if obs.output is not None:
         body["output"] = obs.output
+    if obs.usage:
+        body["usage"] = obs.usage
     if obs.trace_state:
         body["trace_state"] = obs.trace_state
     if obs.scope is not None:
         body["scope"] = obs.scope
-    if usage is not None:
-        body["usage"] = usage
+    if obs.cost_usd is not None:
+        body["cost_usd"] = obs.cost_usd
+    if environment is not None:
+        body["environment"] = environment
     return (
         project_id,
         obs.trace_id,
         obs.span_id,
         obs.parent_span_id,
         obs.name or None,
-        obs.kind,
-        obs.type,
         service,
-        environment,
-        start,
-        end,
-        end - start if start is not None and end is not None else None,
-        code,
-        str(status.get("message") or "") if code != "unset" and status else "",
-        obs.model,
-        usage.get("input_tokens") if usage else None,
-        usage.get("output_tokens") if usage else None,
-        usage.get("total_tokens") if usage else None,
-        obs.cost_usd,
+        obs.start_time_unix_nano,
+        obs.end_time_unix_nano,
         obs.sequence,
+        code,
+        obs.model,
+        '{"v":"%s"}' % version,  # noqa: UP031 - a version is digits, ":" and a ULID
         orjson.dumps(body).decode(),
     )
 
@@ -185,75 +181,71 @@ def span_row(project_id: str, trace_id: str, span_id: str, state: SpanState) -> 
     """The ``spans`` row (in ``SPAN_COLUMNS`` order) of a merged state."""
     v = state.values
     status = v.get("status")
-    usage = v.get("usage") or {}
-    start, end = v.get("start_ns"), v.get("end_ns")
+    code = status[0] if status else "unset"
     body: dict[str, Any] = {
+        "kind": v.get("kind"),
+        "type": v.get("type"),
+        "status": {"code": code, "message": status[1] if status else ""},
         "attributes": state.attributes,
-        "v": state.base,
+        "events": state.events,
+        "links": state.links,
     }
-    if state.overrides:
-        body["o"] = state.overrides
-    if state.events:
-        body["events"] = state.events
-    if state.links:
-        body["links"] = state.links
-    for name in _BODY_FIELDS:
+    for name in _OPTIONAL_FIELDS:
         if v.get(name) is not None:
             body[name] = v[name]
+    versions: dict[str, Any] = {"v": state.base}
+    if state.overrides:
+        versions["o"] = state.overrides
     return (
         project_id,
         trace_id,
         span_id,
         v.get("parent_span_id"),
         v.get("name"),
-        v.get("kind"),
-        v.get("type"),
         v.get("service"),
-        v.get("environment"),
-        start,
-        end,
-        end - start if isinstance(start, int) and isinstance(end, int) else None,
-        status[0] if status else "unset",
-        status[1] if status else "",
-        v.get("model"),
-        usage.get("input_tokens"),
-        usage.get("output_tokens"),
-        usage.get("total_tokens"),
-        v.get("cost_usd"),
+        v.get("start_ns"),
+        v.get("end_ns"),
         v.get("sequence"),
+        code,
+        v.get("model"),
+        orjson.dumps(versions).decode(),
         orjson.dumps(body).decode(),
     )
 
 
 def span_state_of_row(row: dict[str, Any]) -> SpanState:
     """The state a stored ``spans`` row holds (``row``: column → value)."""
-    body = row["body"]
-    body = orjson.loads(body) if isinstance(body, (str, bytes)) else body
+    body = _json(row["body"])
+    versions = _json(row["versions"])
     code = row.get("status_code")
+    message = (body.get("status") or {}).get("message") or ""
     values: dict[str, Any] = {
         "parent_span_id": row.get("parent_span_id"),
         "name": row.get("name"),
-        "kind": row.get("kind"),
-        "type": row.get("type"),
+        "kind": body.get("kind"),
+        "type": body.get("type"),
         "start_ns": row.get("start_ns"),
         "end_ns": row.get("end_ns"),
-        "status": None if code in (None, "unset") else (code, row.get("status_message") or ""),
+        "status": None if code in (None, "unset") else (code, message),
         "model": row.get("model"),
-        "cost_usd": row.get("cost_usd"),
         "sequence": row.get("sequence"),
         "service": row.get("service"),
-        "environment": row.get("environment"),
     }
-    for name in _BODY_FIELDS:
+    for name in _OPTIONAL_FIELDS:
         values[name] = body.get(name)
     return SpanState(
         values,
         body.get("attributes") or {},
-        body["v"],
-        body.get("o") or {},
+        versions["v"],
+        versions.get("o") or {},
         body.get("events") or [],
         body.get("links") or [],
     )
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value: text from SQLite, already decoded from PostgreSQL's jsonb."""
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def trace_body(state: Registers) -> str:
@@ -270,7 +262,7 @@ def trace_body(state: Registers) -> str:
 
 def trace_state_of_body(body: Any) -> Registers:
     """The registers a trace row's body holds."""
-    data = orjson.loads(body) if isinstance(body, (str, bytes)) else body
+    data = _json(body)
     values = {name: data.get(name) for name in TRACE_FIELDS}
     return Registers(values, data.get("attributes") or {}, data["v"], data.get("o") or {})
 

@@ -473,7 +473,7 @@ class SqliteStore:
     ) -> list[dict[str, Any]]:
         """Per (service, operation): count, errors and nearest-rank p50/p95/p99 of the
         duration, computed in one pass with window functions."""
-        where = "project_id = ? AND start_ns >= ? AND start_ns < ? AND duration_ns IS NOT NULL"
+        where = "project_id = ? AND start_ns >= ? AND start_ns < ? AND end_ns IS NOT NULL"
         params: list[Any] = [project_id, since_ns, until_ns]
         if service is not None:
             where += " AND service = ?"
@@ -483,8 +483,8 @@ class SqliteStore:
             for p in (50, 95, 99)
         )
         return self._rows(
-            f"WITH d AS (SELECT service, name, duration_ns, status_code, "
-            f"row_number() OVER (PARTITION BY service, name ORDER BY duration_ns) AS rn, "
+            f"WITH d AS (SELECT service, name, end_ns - start_ns AS duration_ns, status_code, "
+            f"row_number() OVER (PARTITION BY service, name ORDER BY end_ns - start_ns) AS rn, "
             f"count(*) OVER (PARTITION BY service, name) AS n FROM spans WHERE {where}) "
             f"SELECT service, name AS operation, max(n) AS count, "
             f"sum(status_code = 'error') AS errors, {ranks} "
@@ -495,10 +495,12 @@ class SqliteStore:
     def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
         """Per model in the window: generations, tokens and cost."""
         return self._rows(
-            "SELECT model, count(*) AS generations, coalesce(sum(input_tokens), 0) AS "
-            "input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, "
-            "coalesce(sum(total_tokens), 0) AS total_tokens, coalesce(sum(cost_usd), 0) AS "
-            "cost_usd FROM spans WHERE project_id = ? AND start_ns >= ? AND start_ns < ? "
+            "SELECT model, count(*) AS generations, "
+            "coalesce(sum(json_extract(body, '$.usage.input_tokens')), 0) AS input_tokens, "
+            "coalesce(sum(json_extract(body, '$.usage.output_tokens')), 0) AS output_tokens, "
+            "coalesce(sum(json_extract(body, '$.usage.total_tokens')), 0) AS total_tokens, "
+            "coalesce(sum(json_extract(body, '$.cost_usd')), 0) AS cost_usd "
+            "FROM spans WHERE project_id = ? AND start_ns >= ? AND start_ns < ? "
             "AND model IS NOT NULL GROUP BY model ORDER BY model",
             (project_id, since_ns, until_ns),
         )

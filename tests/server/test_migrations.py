@@ -1,0 +1,123 @@
+"""Migrations keep what was stored: spans written under an older schema read back the
+same after the server upgrades the database, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tracerelay.server.storage.migrate import upgrade
+from tracerelay.server.storage.postgres import PostgresStore
+from tracerelay.server.storage.rows import span_state_of_row
+from tracerelay.server.storage.sqlite import SqliteStore
+
+TRACE = "ab" * 16
+# Two spans as revision 0002 stored them: 21 columns, versions inside the body.
+OLD_SPANS: list[dict[str, Any]] = [
+    {
+        "project_id": "p", "trace_id": TRACE, "span_id": "01" * 8, "parent_span_id": None,
+        "name": "agent", "kind": "server", "type": "agent", "service": "svc",
+        "environment": "prod", "start_ns": 1_000, "end_ns": 5_000, "duration_ns": 4_000,
+        "status_code": "error", "status_message": "boom", "model": None,
+        "input_tokens": None, "output_tokens": None, "total_tokens": None, "cost_usd": None,
+        "sequence": 1,
+        "body": {"attributes": {"user": "u1"}, "v": "00000000000000000001:A",
+                 "o": {"attr:user": "00000000000000000002:B"},
+                 "events": [{"name": "e", "time_unix_nano": 2_000}], "input": {"q": "hi"}},
+    },
+    {
+        "project_id": "p", "trace_id": TRACE, "span_id": "02" * 8, "parent_span_id": "01" * 8,
+        "name": "llm", "kind": "client", "type": "generation", "service": "svc",
+        "environment": None, "start_ns": 2_000, "end_ns": 3_000, "duration_ns": 1_000,
+        "status_code": "unset", "status_message": "", "model": "gpt",
+        "input_tokens": 3, "output_tokens": 4, "total_tokens": 7, "cost_usd": 0.25,
+        "sequence": 2,
+        "body": {"attributes": {}, "v": "00000000000000000001:C",
+                 "usage": {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}},
+    },
+]  # fmt: skip
+
+
+def _store_old_spans(url: str) -> None:
+    upgrade(url, "0002")
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as db:
+            columns = list(OLD_SPANS[0])
+            db.execute(
+                sa.text(
+                    f"INSERT INTO spans ({', '.join(columns)}) "
+                    f"VALUES ({', '.join(':' + c for c in columns)})"
+                ),
+                [{**span, "body": json.dumps(span["body"])} for span in OLD_SPANS],
+            )
+            db.execute(
+                sa.text(
+                    "INSERT INTO traces (project_id, trace_id, start_ns, end_ns, span_count) "
+                    "VALUES ('p', :t, 1000, 5000, 2)"
+                ),
+                {"t": TRACE},
+            )
+    finally:
+        engine.dispose()
+
+
+def _check(store: Any) -> None:
+    found = store.get_trace("p", TRACE)
+    assert found is not None
+    first, second = found["spans"]
+    agent = span_state_of_row(first)
+    assert (first["span_id"], first["name"], first["service"]) == ("01" * 8, "agent", "svc")
+    assert agent.values["status"] == ("error", "boom")
+    assert agent.values["kind"] == "server" and agent.values["type"] == "agent"
+    assert agent.values["environment"] == "prod" and agent.values["input"] == {"q": "hi"}
+    assert agent.attributes == {"user": "u1"}
+    assert agent.base == "00000000000000000001:A"
+    assert agent.overrides == {"attr:user": "00000000000000000002:B"}
+    assert agent.events == [{"name": "e", "time_unix_nano": 2_000}]
+    llm = span_state_of_row(second)
+    assert llm.values["model"] == "gpt" and llm.values["cost_usd"] == 0.25
+    assert llm.values["status"] is None
+    assert store.usage("p", 0, 10_000) == [
+        {"model": "gpt", "generations": 1, "input_tokens": 3, "output_tokens": 4,
+         "total_tokens": 7, "cost_usd": 0.25}
+    ]  # fmt: skip
+    (red,) = [r for r in store.red("p", 0, 10_000, "svc") if r["operation"] == "agent"]
+    assert (red["count"], red["errors"], red["p50"]) == (1, 1, 4_000)
+
+
+def test_sqlite_spans_survive_the_narrowing_of_the_spans_table(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    _store_old_spans(f"sqlite:///{path}")
+    store = SqliteStore(str(path))
+    try:
+        _check(store)
+    finally:
+        store.close()
+
+
+def test_postgresql_spans_survive_the_narrowing_of_the_spans_table(postgres_url: str) -> None:
+    _store_old_spans(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    store = PostgresStore(postgres_url)
+    try:
+        _check(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("revision", ["0001", "0002"])
+def test_an_older_empty_database_upgrades_to_the_current_schema(
+    tmp_path: Path, revision: str
+) -> None:
+    path = tmp_path / "db.sqlite"
+    upgrade(f"sqlite:///{path}", revision)
+    store = SqliteStore(str(path))
+    try:
+        assert store.get_trace("p", TRACE) is None
+        assert store.usage("p", 0, 10) == []
+    finally:
+        store.close()
