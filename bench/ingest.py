@@ -1,35 +1,43 @@
 """Server ingest over real HTTP on 127.0.0.1: stored spans per second, request latency, and
-the time to read back one large trace.
+the time to read back one large trace, on SQLite and on PostgreSQL.
 
-What one run measures (issue 4, "Bar", ``bench/ingest.py``):
+What one run measures (issue 4, "Bar", ``bench/ingest.py``), for each backend of
+``--backends`` (default ``sqlite,postgresql``):
 
-- ``tracerelay serve`` on SQLite, started as its own process on a fresh database;
-  a client process sends SDK-shaped batches (``POST /v1/telemetry/batch``, gzip
-  JSON, 500 spans each, every span with a few attributes) from several
-  connections at once for a fixed number of batches. The figure is **stored**
-  spans per second: the rows counted in the database after the server was
-  stopped, over the time from the first request to the last answer (a 200 is
-  sent only after the commit, so an answered batch is a stored one), and the
-  p50/p99 of request latency.
+- ``tracerelay serve`` started as its own process on a fresh database: a new
+  SQLite file, or a new database on a PostgreSQL server the bench starts itself
+  (``initdb`` and ``pg_ctl`` of ``/usr/lib/postgresql/*/bin``, as the
+  ``postgres`` user when run as root, in a temporary folder; stopped at the
+  end). A client process sends SDK-shaped batches (``POST
+  /v1/telemetry/batch``, gzip JSON, 500 spans each, every span with a few
+  attributes) from several connections at once for a fixed number of batches.
+  The figure is **stored** spans per second: the rows counted in the database's
+  ``spans`` table after the server was stopped, over the time from the first
+  request to the last answer (a 200 is sent only after the commit, so an
+  answered batch is a stored one), and the p50/p99 of request latency.
 - A trace of 10,000 spans (20 batches of one trace), then ``GET
   /v1/traces/{id}``: the median time of 5 reads, against the 200 ms target.
-
 - The same OTLP/HTTP protobuf load (500-span requests, span ids unique across
-  traces as random ids are) into ``POST /v1/traces`` of a fresh tracerelay,
-  and — with ``--phoenix PATH`` (the ``phoenix`` command of an
-  ``arize-phoenix`` install in its own venv) — into Arize Phoenix on its
-  default SQLite. Phoenix acknowledges first and writes later, so for both the
-  figure is the spans found in the database over the time until the count
-  stopped growing (for Phoenix, unchanged for 30 s).
+  traces as random ids are) into ``POST /v1/traces`` of a fresh tracerelay on
+  a fresh database of that backend.
 
-PostgreSQL is not yet in this script. Targets are printed, not asserted.
-Everything binds 127.0.0.1; the server process and its database are removed at
-the end. Run: ``python bench/ingest.py [--batches 200] [--connections 4]``.
+Then — with ``--phoenix PATH`` (the ``phoenix`` command of an
+``arize-phoenix`` install in its own venv) — the same OTLP load into Arize
+Phoenix on its default SQLite. Phoenix acknowledges first and writes later, so
+for OTLP the figure is the spans found in the database over the time until the
+count stopped growing (for Phoenix, unchanged for 30 s).
+
+If PostgreSQL is not installed (no ``/usr/lib/postgresql/*/bin/initdb``) or
+does not start, its figures are skipped with a line saying why, and the rest
+runs. Targets are printed, not asserted. Everything binds 127.0.0.1; the server
+processes and their databases are removed at the end. Run: ``python
+bench/ingest.py [--batches 200] [--connections 4] [--backends sqlite,postgresql]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import gzip
 import os
 import shutil
@@ -40,6 +48,8 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -63,17 +73,17 @@ def free_port() -> int:
 
 
 class Server:
-    """``tracerelay serve`` on a fresh SQLite file, in a child process."""
+    """``tracerelay serve`` on the database ``database_url`` names (``sqlite:///path`` or
+    ``postgresql://user@host:port/db``), in a child process."""
 
-    def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        self.database = os.path.join(directory, "tracerelay.db")
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         command = "from tracerelay.cli import main; raise SystemExit(main())"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", command, "serve", "--port", str(self.port),
-             "--database-url", f"sqlite:///{self.database}", "--bootstrap-key", KEY],
+             "--database-url", database_url, "--bootstrap-key", KEY],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -96,8 +106,102 @@ class Server:
                 self.proc.wait(10)
 
     def stored_spans(self) -> int:
-        with sqlite3.connect(self.database) as db:
-            return int(db.execute("SELECT count(*) FROM spans").fetchone()[0])
+        """The rows in tracerelay's ``spans`` table, on either backend."""
+        if self.database_url.startswith("sqlite:///"):
+            path = self.database_url.removeprefix("sqlite:///")
+            with sqlite3.connect(path) as db:
+                return int(db.execute("SELECT count(*) FROM spans").fetchone()[0])
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True) as db:
+            row = db.execute("SELECT count(*) FROM spans").fetchone()
+            return int(row[0]) if row else 0
+
+
+def sqlite_database(directory: str, name: str) -> str:
+    """The URL of a new SQLite file in its own folder under ``directory``."""
+    folder = os.path.join(directory, name)
+    os.makedirs(folder)
+    return f"sqlite:///{os.path.join(folder, 'tracerelay.db')}"
+
+
+class PostgresUnavailable(Exception):
+    """PostgreSQL is not installed here, or its server did not start."""
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root: run them as the postgres user then.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class Postgres:
+    """A PostgreSQL server of its own on 127.0.0.1 and a free port, in a temporary folder
+    (``initdb``, ``pg_ctl``); a context manager that stops it (``-m immediate``) and
+    removes its folder. Raises ``PostgresUnavailable`` when it cannot be started."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            raise PostgresUnavailable(
+                "not installed: no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)"
+            )
+        self.bin_dir = os.path.dirname(found[-1])
+        # Under /tmp itself, owned by postgres when run as root: it must reach its data.
+        self.directory = tempfile.mkdtemp(prefix="tracerelay-bench-pg-", dir="/tmp")
+        self.data = os.path.join(self.directory, "data")
+        self.port = free_port()
+        self.url = f"postgresql://postgres@{HOST}:{self.port}"
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, "postgres")
+            self._run([f"{self.bin_dir}/initdb", "-D", self.data, "-A", "trust", "-U",
+                       "postgres"])  # fmt: skip
+            options = f"-p {self.port} -k {self.directory} -c listen_addresses={HOST}"
+            self._run([f"{self.bin_dir}/pg_ctl", "-D", self.data, "-o", options, "-l",
+                       os.path.join(self.directory, "log"), "-w", "start"])  # fmt: skip
+        except (OSError, LookupError, subprocess.SubprocessError) as error:
+            self.stop()
+            raise PostgresUnavailable(f"did not start: {error}") from error
+        except PostgresUnavailable:
+            self.stop()
+            raise
+
+    def _run(self, command: list[str]) -> None:
+        done = subprocess.run(_as_postgres(command), check=False, capture_output=True, timeout=120)
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            log = os.path.join(self.directory, "log")
+            if os.path.exists(log):  # pg_ctl points to its log: the reason is there
+                with open(log, errors="replace") as file:
+                    lines += file.read().strip().splitlines()
+            last = lines[-1] if lines else ""
+            raise PostgresUnavailable(
+                f"did not start: {os.path.basename(command[0])} exited {done.returncode}: {last}"
+            )
+
+    def new_database(self, name: str) -> str:
+        """The URL of a new, empty database on this server."""
+        import psycopg
+
+        database = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(f"{self.url}/postgres", autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {database}")
+        return f"{self.url}/{database}"
+
+    def stop(self) -> None:
+        if os.path.isdir(self.data):
+            subprocess.run(
+                _as_postgres([f"{self.bin_dir}/pg_ctl", "-D", self.data, "-m", "immediate",
+                              "stop"]),
+                check=False, capture_output=True, timeout=60,
+            )  # fmt: skip
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Postgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def batch(trace_id: str, first_span: int) -> bytes:
@@ -166,7 +270,7 @@ def otlp_batch(n: int) -> bytes:
     resource.resource.attributes.append(
         KeyValue(key="service.name", value=AnyValue(string_value="bench"))
     )
-    return ExportTraceServiceRequest(resource_spans=[resource]).SerializeToString()
+    return bytes(ExportTraceServiceRequest(resource_spans=[resource]).SerializeToString())
 
 
 def send_all(
@@ -215,62 +319,127 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+@dataclass
+class SdkRun:
+    stored: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    trace_spans: int
+    trace_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.stored / self.seconds if self.seconds else 0.0
+
+
+def sdk_run(server: Server, bodies: list[bytes], connections: int) -> SdkRun:
+    """Send the SDK batches, then a trace of 20 batches read back 5 times; the stored count
+    is taken after the server stopped, less the big trace's spans."""
+    try:
+        seconds, latencies, _ = send_all(server.url, bodies, connections)
+        big = "f" * 32
+        big_bodies = [batch(big, k * SPANS_PER_BATCH) for k in range(20)]
+        send_all(server.url, big_bodies, 1)
+        reads: list[float] = []
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+        ) as client:
+            for _ in range(5):
+                started = time.perf_counter()
+                response = client.get(f"/v1/traces/{big}")
+                reads.append(time.perf_counter() - started)
+                assert response.status_code == 200
+                spans = len(response.json()["spans"])
+    finally:
+        server.stop()
+    return SdkRun(
+        server.stored_spans() - 20 * SPANS_PER_BATCH, seconds,
+        1000 * percentile(latencies, 50), 1000 * percentile(latencies, 99),
+        spans, 1000 * statistics.median(reads),
+    )  # fmt: skip
+
+
+def measure(
+    label: str,
+    new_database: Callable[[str], str],
+    sdk_bodies: list[bytes],
+    otlp_bodies: list[bytes],
+    connections: int,
+) -> OtlpRun:
+    """The SDK load, the big trace's read and the OTLP load into tracerelay on one backend,
+    each on a fresh database ``new_database(name)`` gives; prints them, returns the OTLP run."""
+    sdk = sdk_run(Server(new_database("sdk")), sdk_bodies, connections)
+    print(
+        f"SDK batches → tracerelay ({label}), gzip JSON, {SPANS_PER_BATCH} spans each, "
+        f"{connections} connections: {sdk.stored:,} spans stored in {sdk.seconds:.2f} s = "
+        f"{sdk.rate:,.0f} stored spans/s (target ≥ {TARGET_STORED:,}); "
+        f"latency p50 {sdk.p50_ms:.0f} ms, p99 {sdk.p99_ms:.0f} ms"
+    )
+    print(
+        f"one trace of {sdk.trace_spans:,} spans read back from tracerelay ({label}) in "
+        f"{sdk.trace_ms:.0f} ms (median of 5; target < {TARGET_TRACE_MS:.0f} ms)"
+    )
+    otlp = otlp_run(Server(new_database("otlp")), otlp_bodies, connections)
+    print(f"OTLP protobuf → tracerelay ({label}), {SPANS_PER_BATCH} spans/request: {otlp}")
+    return otlp
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--batches", type=int, default=200, help="batches of 500 spans")
     parser.add_argument("--connections", type=int, default=4, help="concurrent clients")
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="tracerelay's databases to measure, comma-separated (default: %(default)s)",
+    )
     parser.add_argument(
         "--phoenix",
         default=os.environ.get("PHOENIX_BIN"),
         help="the `phoenix` command of an arize-phoenix install (its own venv), for the peer",
     )
     args = parser.parse_args()
+    backends = [name.strip().lower() for name in args.backends.split(",") if name.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown or not backends:
+        parser.error(f"--backends: {', '.join(unknown) or 'none given'}; choose from "
+                     f"{', '.join(BACKENDS)}")  # fmt: skip
     directory = tempfile.mkdtemp(prefix="tracerelay-bench-ingest-")
     print(f"bench/ingest.py: python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     try:
-        server = Server(directory)
-        try:
-            bodies = [batch(f"{b + 1:032x}", 0) for b in range(args.batches)]
-            seconds, latencies, _ = send_all(server.url, bodies, args.connections)
-            big = "f" * 32
-            big_bodies = [batch(big, k * SPANS_PER_BATCH) for k in range(20)]
-            send_all(server.url, big_bodies, 1)
-            reads: list[float] = []
-            with httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
-            ) as client:
-                for _ in range(5):
-                    started = time.perf_counter()
-                    response = client.get(f"/v1/traces/{big}")
-                    reads.append(time.perf_counter() - started)
-                    assert response.status_code == 200
-                    spans = len(response.json()["spans"])
-        finally:
-            server.stop()
-        stored = server.stored_spans() - 20 * SPANS_PER_BATCH
-        rate = stored / seconds
-        trace_ms = 1000 * statistics.median(reads)
-        p50, p99 = (1000 * percentile(latencies, p) for p in (50, 99))
-        print(
-            f"SQLite, SDK batches (gzip JSON, {SPANS_PER_BATCH} spans), "
-            f"{args.connections} connections: {stored:,} spans stored in {seconds:.2f} s = "
-            f"{rate:,.0f} stored spans/s (target ≥ {TARGET_STORED:,}); "
-            f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms"
-        )
-        print(
-            f"one trace of {spans:,} spans read back in {trace_ms:.0f} ms "
-            f"(median of 5; target < {TARGET_TRACE_MS:.0f} ms)"
-        )
+        sdk_bodies = [batch(f"{b + 1:032x}", 0) for b in range(args.batches)]
         otlp = [otlp_batch(n) for n in range(args.batches)]
-        ours = otlp_run(Server(os.path.join(directory, "otlp")), otlp, args.connections)
-        print(f"SQLite, OTLP protobuf ({SPANS_PER_BATCH} spans/request): {ours}")
+        ours: dict[str, OtlpRun] = {}
+        for backend in dict.fromkeys(backends):
+            label = BACKENDS[backend]
+            if backend == "sqlite":
+                ours[label] = measure(
+                    label, lambda name: sqlite_database(directory, name), sdk_bodies, otlp,
+                    args.connections,
+                )  # fmt: skip
+                continue
+            try:
+                postgres = Postgres()
+            except PostgresUnavailable as reason:
+                print(f"tracerelay (PostgreSQL): figures skipped, PostgreSQL {reason}")
+                continue
+            with postgres:
+                ours[label] = measure(
+                    label, postgres.new_database, sdk_bodies, otlp, args.connections
+                )
         if args.phoenix:
             # Phoenix acknowledges first and writes later, in bursts: wait longer for it.
             theirs = otlp_run(Phoenix(args.phoenix, directory), otlp, args.connections, 30.0)
             print(f"Arize Phoenix (its default SQLite), the same OTLP load: {theirs}")
-            print(
-                f"stored spans/s, tracerelay ÷ Phoenix: {ours.rate / max(theirs.rate, 1e-9):.1f}×"
-            )
+            for label, run in ours.items():
+                print(
+                    f"stored spans/s, tracerelay ({label}) ÷ Phoenix: "
+                    f"{run.rate / max(theirs.rate, 1e-9):.1f}×"
+                )
         else:
             print("Arize Phoenix: not measured (give --phoenix PATH or PHOENIX_BIN)")
     finally:
