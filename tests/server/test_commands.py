@@ -60,7 +60,7 @@ def test_demo_with_a_server_stores_the_agent_runs_and_says_where_to_look(
             (project,) = {k.project_id for k in store.list_keys() if k.project_name == "demo"}
             found = store.get_trace(project, trace_id)
             assert found is not None
-            names = {row["name"] for row in found["spans"]}
+            names = {span[2] for span in found["spans"]}
             assert "answer_question" in names and len(found["spans"]) > 5
             assert any(r["event_type"] == "quality_score_create" for r in found["records"])
     finally:

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from tracerelay.server.storage.migrate import upgrade
 from tracerelay.server.storage.postgres import PostgresStore
-from tracerelay.server.storage.rows import span_state_of_row
 from tracerelay.server.storage.sqlite import SqliteStore
 
 TRACE = "ab" * 16
@@ -66,22 +66,34 @@ def _store_old_spans(url: str) -> None:
         engine.dispose()
 
 
-def _check(store: Any) -> None:
+def _check(store: Any, url: str) -> None:
     found = store.get_trace("p", TRACE)
     assert found is not None
-    first, second = found["spans"]
-    agent = span_state_of_row(first)
-    assert (first["span_id"], first["name"], first["service"]) == ("01" * 8, "agent", "svc")
-    assert agent.values["status"] == ("error", "boom")
-    assert agent.values["kind"] == "server" and agent.values["type"] == "agent"
-    assert agent.values["environment"] == "prod" and agent.values["input"] == {"q": "hi"}
-    assert agent.attributes == {"user": "u1"}
-    assert agent.base == "00000000000000000001:A"
-    assert agent.overrides == {"attr:user": "00000000000000000002:B"}
-    assert agent.events == [{"name": "e", "time_unix_nano": 2_000}]
-    llm = span_state_of_row(second)
-    assert llm.values["model"] == "gpt" and llm.values["cost_usd"] == 0.25
-    assert llm.values["status"] is None
+    agent, llm = (orjson.loads(span[3]) for span in found["spans"])
+    assert agent == {
+        "span_id": "01" * 8, "parent_span_id": None, "name": "agent", "service": "svc",
+        "start_time_unix_nano": 1_000, "end_time_unix_nano": 5_000, "duration_ms": 0.004,
+        "sequence": 1, "model": None, "kind": "server", "type": "agent",
+        "status": {"code": "error", "message": "boom"}, "attributes": {"user": "u1"},
+        "events": [{"name": "e", "time_unix_nano": 2_000}], "links": [],
+        "input": {"q": "hi"}, "environment": "prod",
+    }  # fmt: skip
+    assert llm["model"] == "gpt" and llm["cost_usd"] == 0.25
+    assert llm["status"] == {"code": "unset", "message": ""}
+    assert llm["usage"] == {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
+    assert "environment" not in llm
+    # The merge's versions moved to their own column, unchanged.
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as db:
+            versions = db.execute(
+                sa.text("SELECT versions FROM spans WHERE span_id = :s"), {"s": "01" * 8}
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert orjson.loads(versions) == {
+        "v": "00000000000000000001:A", "o": {"attr:user": "00000000000000000002:B"}
+    }  # fmt: skip
     assert store.usage("p", 0, 10_000) == [
         {"model": "gpt", "generations": 1, "input_tokens": 3, "output_tokens": 4,
          "total_tokens": 7, "cost_usd": 0.25}
@@ -95,16 +107,17 @@ def test_sqlite_spans_survive_the_narrowing_of_the_spans_table(tmp_path: Path) -
     _store_old_spans(f"sqlite:///{path}")
     store = SqliteStore(str(path))
     try:
-        _check(store)
+        _check(store, f"sqlite:///{path}")
     finally:
         store.close()
 
 
 def test_postgresql_spans_survive_the_narrowing_of_the_spans_table(postgres_url: str) -> None:
-    _store_old_spans(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    _store_old_spans(url)
     store = PostgresStore(postgres_url)
     try:
-        _check(store)
+        _check(store, url)
     finally:
         store.close()
 

@@ -16,73 +16,55 @@ from starlette.concurrency import run_in_threadpool
 from tracerelay.server.api.auth import Reading
 from tracerelay.server.api.ingest import error_response
 from tracerelay.server.ingest.events import TRACE_ID
-from tracerelay.server.storage.base import TraceQuery
+from tracerelay.server.storage.base import TraceQuery, TraceSpan
 
-__all__ = ["router", "span_view", "time_ns"]
+__all__ = ["router", "time_ns"]
 
 router = APIRouter(tags=["traces"])
 
 
-def span_view(row: dict[str, Any]) -> orjson.Fragment:
-    """A stored span in SPEC §1's shape, as JSON: its column values, then its body as
-    stored (``storage/rows.py``: the body already holds the rest in SPEC §1's names)."""
-    start, end = row["start_ns"], row["end_ns"]
-    head: dict[str, Any] = {
-        "trace_id": row["trace_id"],
-        "span_id": row["span_id"],
-        "parent_span_id": row["parent_span_id"],
-        "name": row["name"],
-        "service": row["service"],
-        "start_time_unix_nano": start,
-        "end_time_unix_nano": end,
-        "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
-        "sequence": row["sequence"],
-    }
-    if row["model"] is not None:
-        head["model"] = row["model"]
-    body = row["body"]
-    rest = body.encode() if isinstance(body, str) else orjson.dumps(body)
-    return orjson.Fragment(orjson.dumps(head)[:-1] + b"," + rest[1:])
-
-
-def _tree(spans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+def _tree(spans: list[TraceSpan]) -> tuple[list[dict[str, Any]], list[str]]:
     """Roots with nested children (in start order), and the ids of spans whose parent has
     not arrived (or whose parents form a cycle): those are shown as roots, not dropped.
     Built breadth first without recursion, so a chain thousands deep is fine."""
-    ids = {s["span_id"] for s in spans}
-    children: dict[str, list[dict[str, Any]]] = {}
+    ids = {span[0] for span in spans}
+    children: dict[str, list[TraceSpan]] = {}
     starts, orphans = [], []
     for span in spans:
-        parent = span["parent_span_id"]
+        span_id, parent = span[0], span[1]
         if parent is None:
             starts.append(span)
-        elif parent in ids and parent != span["span_id"]:
-            children.setdefault(parent, []).append(span)
+        elif parent in ids and parent != span_id:
+            if parent in children:
+                children[parent].append(span)
+            else:
+                children[parent] = [span]
         else:
-            orphans.append(span["span_id"])
+            orphans.append(span_id)
             starts.append(span)
     visited: set[str] = set()
     roots: list[dict[str, Any]] = []
 
-    def grow(span: dict[str, Any]) -> None:
-        root = {"span_id": span["span_id"], "name": span["name"], "children": []}
-        visited.add(span["span_id"])
+    def grow(span: TraceSpan) -> None:
+        root: dict[str, Any] = {"span_id": span[0], "name": span[2], "children": []}
+        visited.add(span[0])
         roots.append(root)
-        queue = [(span, root)]
+        queue = [(span[0], root["children"])]
         while queue:
-            current, node = queue.pop()
-            for child in children.get(current["span_id"], ()):
-                if child["span_id"] not in visited:
-                    visited.add(child["span_id"])
-                    kid = {"span_id": child["span_id"], "name": child["name"], "children": []}
-                    node["children"].append(kid)
-                    queue.append((child, kid))
+            span_id, siblings = queue.pop()
+            for child in children.get(span_id, ()):
+                child_id = child[0]
+                if child_id not in visited:
+                    visited.add(child_id)
+                    kids: list[dict[str, Any]] = []
+                    siblings.append({"span_id": child_id, "name": child[2], "children": kids})
+                    queue.append((child_id, kids))
 
     for span in starts:
         grow(span)
     for span in spans:  # only spans in a parent cycle are left
-        if span["span_id"] not in visited:
-            orphans.append(span["span_id"])
+        if span[0] not in visited:
+            orphans.append(span[0])
             grow(span)
     return roots, orphans
 
@@ -208,7 +190,9 @@ async def get_trace(trace_id: str, request: Request, principal: Reading) -> Resp
     if found is None:
         return error_response(404, "TR-QUERY-NOT-FOUND", f"no trace {trace_id} in this project")
     rows = found["spans"]
-    spans = [span_view(row) for row in rows]
+    # Each body is the span's JSON but for its trace id (storage/rows.py): sent as stored.
+    head = b'{"trace_id":"' + trace_id.encode() + b'",'
+    spans = [orjson.Fragment(head + row[3].encode()[1:]) for row in rows]
     tree, orphans = _tree(rows)
     trace = found["trace"]
     body = orjson.loads(trace["body"]) if trace.get("body") else {}

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from tracerelay.server.storage.rows import WriteBatch, WriteResult
 
-__all__ = ["ApiKey", "StorageError", "Store", "TraceQuery"]
+__all__ = ["ApiKey", "StorageError", "Store", "TraceQuery", "TraceSpan", "start_order"]
+
+TraceSpan: TypeAlias = tuple[str, str | None, str | None, str, int | None, int | None]
+"""A span of a trace as read: (span_id, parent_span_id, name, body, start_ns, sequence);
+``body`` is its JSON as ``GET /v1/traces/{id}`` returns it, but for the trace id
+(``storage/rows.py``). Plain tuples: a trace of 10,000 spans is read without building
+an object per span."""
+
+
+def start_order(span: TraceSpan) -> tuple[int, int]:
+    """The sort key of a trace's spans: start, then sequence (spans of one start)."""
+    return (span[4] or 0, span[5] or 0)
 
 
 class StorageError(Exception):
@@ -61,7 +72,8 @@ class Store(Protocol):
         ...
 
     def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
-        """The trace row and its spans (as stored), or None."""
+        """The trace row (``trace``), its spans (``spans``: ``TraceSpan`` tuples in start
+        order) and its records (``records``), or None."""
         ...
 
     def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:

@@ -20,7 +20,13 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from tracerelay.server.storage.base import ApiKey, StorageError, TraceQuery
+from tracerelay.server.storage.base import (
+    ApiKey,
+    StorageError,
+    TraceQuery,
+    TraceSpan,
+    start_order,
+)
 from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
 from tracerelay.server.storage.rows import (
@@ -281,10 +287,16 @@ class PostgresStore:
         )
         if not traces:
             return None
-        spans = self._rows(
-            "SELECT * FROM spans WHERE project_id = %s AND trace_id = %s", (project_id, trace_id)
-        )
-        spans.sort(key=lambda s: (s["start_ns"] or 0, s["sequence"] or 0))
+        try:
+            with self._pool.connection() as db:
+                spans: list[TraceSpan] = db.execute(
+                    "SELECT span_id, parent_span_id, name, body::text, start_ns, sequence "
+                    "FROM spans WHERE project_id = %s AND trace_id = %s",
+                    (project_id, trace_id),
+                ).fetchall()
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL read failed: {exc}") from exc
+        spans.sort(key=start_order)
         records = self._rows(
             "SELECT * FROM records WHERE project_id = %s AND trace_id = %s ORDER BY time_ns",
             (project_id, trace_id),

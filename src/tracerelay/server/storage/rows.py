@@ -57,12 +57,14 @@ SPAN_COLUMNS = (
     "versions",
     "body",
 )
-"""A ``spans`` row: the fields queries filter, group or join on get columns; the rest of
-the span is ``body``, JSON in SPEC §1's names (kind, type, status, attributes, events,
-links always; input, output, usage, trace_state, scope, cost_usd, environment when set),
-so a read returns it as stored, after a few column values (``api/traces.py``).
-``versions`` is the merge's bookkeeping (``{"v": base, "o": overrides}``, merge.py).
-Few columns on purpose: each costs SQLite ~1 µs a row to insert."""
+"""A ``spans`` row: the fields queries filter, group or join on get columns, and ``body``
+is the whole span as ``GET /v1/traces/{id}`` returns it (SPEC §1's names) but for its
+trace id, so a read sends each body as stored (``api/traces.py``): the span id, parent,
+name, service, start, end, duration_ms, sequence and model (also columns), kind, type,
+status, attributes, events and links always; input, output, usage, trace_state, scope,
+cost_usd and environment when set. ``versions`` is the merge's bookkeeping
+(``{"v": base, "o": overrides}``, merge.py). Few columns on purpose: each costs SQLite
+~1 µs a row to insert."""
 # Registers kept in the body only when set.
 _OPTIONAL_FIELDS = ("input", "output", "usage", "trace_state", "scope", "cost_usd", "environment")
 
@@ -138,7 +140,17 @@ def observation_row(
     status = obs.status
     code = status["code"] if status else "unset"
     message = str(status.get("message") or "") if status and code != "unset" else ""
+    start, end = obs.start_time_unix_nano, obs.end_time_unix_nano
     body: dict[str, Any] = {
+        "span_id": obs.span_id,
+        "parent_span_id": obs.parent_span_id,
+        "name": obs.name or None,
+        "service": service,
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
+        "sequence": obs.sequence,
+        "model": obs.model,
         "kind": obs.kind,
         "type": obs.type,
         "status": {"code": code, "message": message},
@@ -167,8 +179,8 @@ def observation_row(
         obs.parent_span_id,
         obs.name or None,
         service,
-        obs.start_time_unix_nano,
-        obs.end_time_unix_nano,
+        start,
+        end,
         obs.sequence,
         code,
         obs.model,
@@ -182,7 +194,17 @@ def span_row(project_id: str, trace_id: str, span_id: str, state: SpanState) -> 
     v = state.values
     status = v.get("status")
     code = status[0] if status else "unset"
+    start, end = v.get("start_ns"), v.get("end_ns")
     body: dict[str, Any] = {
+        "span_id": span_id,
+        "parent_span_id": v.get("parent_span_id"),
+        "name": v.get("name"),
+        "service": v.get("service"),
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
+        "sequence": v.get("sequence"),
+        "model": v.get("model"),
         "kind": v.get("kind"),
         "type": v.get("type"),
         "status": {"code": code, "message": status[1] if status else ""},
@@ -203,8 +225,8 @@ def span_row(project_id: str, trace_id: str, span_id: str, state: SpanState) -> 
         v.get("parent_span_id"),
         v.get("name"),
         v.get("service"),
-        v.get("start_ns"),
-        v.get("end_ns"),
+        start,
+        end,
         v.get("sequence"),
         code,
         v.get("model"),

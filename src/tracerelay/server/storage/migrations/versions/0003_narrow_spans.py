@@ -3,8 +3,9 @@
 The ``spans`` table had 21 columns, and SQLite pays about a microsecond a
 column for every row it inserts. Kind, type, environment, the status message,
 cost and token counts move into the JSON body (SPEC §1's names); duration is
-computed from start and end; the merge's versions get a column of their own so
-the body is the span as it is read back. The (project, service, start) index
+computed from start and end; the merge's versions get a column of their own, and
+the body becomes the span as ``GET /v1/traces/{id}`` returns it (but for its trace
+id), sent as stored. The (project, service, start) index
 goes too: per-service questions are asked over a time window, which the
 (project, start) index already narrows.
 
@@ -78,7 +79,17 @@ def _narrow(row: dict[str, Any]) -> dict[str, Any]:
     old = row["body"]
     old = json.loads(old) if isinstance(old, (str, bytes)) else old
     code = row["status_code"] or "unset"
+    start, end = row["start_ns"], row["end_ns"]
     body: dict[str, Any] = {
+        "span_id": row["span_id"],
+        "parent_span_id": row["parent_span_id"],
+        "name": row["name"],
+        "service": row["service"],
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
+        "sequence": row["sequence"],
+        "model": row["model"],
         "kind": row["kind"],
         "type": row["type"],
         "status": {"code": code, "message": row["status_message"] or ""},
