@@ -104,12 +104,16 @@ def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> Batc
     service, environment = _origin(envelope.resource, envelope.environment)
     parsed = Parsed(WriteBatch(project_id))
     spans, event_ids = parsed.batch.spans, parsed.event_ids
+    timestamp, stamp = None, ""  # a batch's events mostly share their timestamp
     for index, event in enumerate(envelope.events):
         if event.event_type in _OBSERVATION and not event.event_id.strip(_CROCKFORD):
             obs = decode_observation(event.payload, event.event_type)
             if obs is not None:
                 event_id = event.event_id.upper()  # ULIDs are case-insensitive
-                version = version_of(event.timestamp, event_id)
+                if event.timestamp != timestamp:
+                    timestamp = event.timestamp
+                    stamp = version_of(timestamp, "")
+                version = stamp + event_id
                 row = observation_row(project_id, obs, version, service, environment)
                 spans.append(SpanWrite(obs.trace_id, obs.span_id, row, event_id))
                 event_ids.append(event_id)
