@@ -402,6 +402,13 @@ def main() -> None:
         default=os.environ.get("PHOENIX_BIN"),
         help="the `phoenix` command of an arize-phoenix install (its own venv), for the peer",
     )
+    parser.add_argument(
+        "--phoenix-batches",
+        type=int,
+        default=20,
+        help="OTLP requests of 500 spans for Phoenix (it stores ~50-200 spans/s: "
+        "keep it bounded; default %(default)s)",
+    )
     args = parser.parse_args()
     backends = [name.strip().lower() for name in args.backends.split(",") if name.strip()]
     unknown = sorted(set(backends) - set(BACKENDS))
@@ -433,7 +440,10 @@ def main() -> None:
                 )
         if args.phoenix:
             # Phoenix acknowledges first and writes later, in bursts: wait longer for it.
-            theirs = otlp_run(Phoenix(args.phoenix, directory), otlp, args.connections, 30.0)
+            theirs = otlp_run(
+                Phoenix(args.phoenix, directory), otlp[: args.phoenix_batches], args.connections,
+                30.0,
+            )  # fmt: skip
             print(f"Arize Phoenix (its default SQLite), the same OTLP load: {theirs}")
             for label, run in ours.items():
                 print(

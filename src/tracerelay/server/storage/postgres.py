@@ -1,8 +1,9 @@
 """The PostgreSQL store: the same tables and the same merge as SQLite, for several replicas.
 
 Each replica has one writer (``storage/writer.py``) on its own connection and
-a small pool for reads. Replicas write at once, so new spans go in with
-``INSERT … ON CONFLICT DO NOTHING RETURNING`` (the rows it returns were new);
+a small pool for reads. Replicas write at once, so new spans are copied
+(``COPY``) into a temporary table and moved with ``INSERT … SELECT … ON
+CONFLICT DO NOTHING RETURNING`` (the rows it returns were new);
 for the others the stored row is read ``FOR UPDATE`` — locked until this
 transaction commits, so two replicas merging events of one span take turns —
 merged in Python (``storage/merge.py``) and updated. A batch sent to two
@@ -46,9 +47,15 @@ from tracerelay.server.storage.rows import (
 
 __all__ = ["PostgresStore"]
 
-_MARKS = ", ".join(["%s"] * len(SPAN_COLUMNS))
-_INSERT_SPAN = (
-    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({_MARKS}) "
+_COLUMNS = ", ".join(SPAN_COLUMNS)
+# New spans are copied into a temporary table (COPY: one stream, no statement per row),
+# then moved over in one INSERT … SELECT that skips the keys already stored.
+_INCOMING = (
+    "CREATE TEMPORARY TABLE incoming_spans (LIKE spans INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COPY_INCOMING = f"COPY incoming_spans ({_COLUMNS}) FROM STDIN"
+_INSERT_INCOMING = (
+    f"INSERT INTO spans ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_spans "
     "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING RETURNING trace_id, span_id"
 )
 _UPDATE_SPAN = (
@@ -86,6 +93,7 @@ class PostgresStore:
         try:
             upgrade(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
             self._writer = psycopg.connect(self.url, row_factory=dict_row, autocommit=True)
+            self._writer.execute(_INCOMING)
             self._pool = ConnectionPool(self.url, min_size=1, max_size=8, open=True)
         except (psycopg.Error, OSError) as exc:
             raise StorageError(f"cannot open the PostgreSQL database: {exc}") from exc
@@ -142,14 +150,11 @@ class PostgresStore:
         spans: dict[tuple[str, str], SpanWrite | SpanState],
     ) -> set[str]:
         keys = list(spans)
-        rows = [pending_row(project_id, t, s, spans[(t, s)]) for t, s in keys]
-        cur.executemany(_INSERT_SPAN, rows, returning=True)
-        inserted: set[tuple[str, str]] = set()
-        while True:
-            for row in cur.fetchall():
-                inserted.add((row["trace_id"], row["span_id"]))
-            if not cur.nextset():
-                break
+        with cur.copy(_COPY_INCOMING) as copy:
+            for (trace_id, span_id), pending in spans.items():
+                copy.write_row(pending_row(project_id, trace_id, span_id, pending))
+        cur.execute(_INSERT_INCOMING)
+        inserted = {(row["trace_id"], row["span_id"]) for row in cur.fetchall()}
         existing = [key for key in keys if key not in inserted]
         repeats: set[str] = set()
         for trace_id, span_id in existing:
