@@ -59,13 +59,27 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> str:
+def new_database(postgres_server: str) -> str:
     """The URL of a new, empty database on the session's PostgreSQL."""
     name = "t_" + uuid.uuid4().hex[:12]
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as db:
         db.execute(f"CREATE DATABASE {name}")
     return f"{postgres_server}/{name}"
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL."""
+    return new_database(postgres_server)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new database of each backend in turn, for a module's server: the same queries
+    must give the same answers on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tracerelay.db'}"
+    return new_database(request.getfixturevalue("postgres_server"))
 
 
 class RedisServer:

@@ -32,7 +32,7 @@ def span(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[RunningServer]:
     api, db = [], []
     for t in range(1, 11):  # ten requests: api "GET /" → db "query"
         root = t * 100
@@ -42,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         api.append(span(t, root + 2, root, "llm", 5, type="generation", model="gpt-x",
                         usage={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12},
                         cost_usd=0.001))  # fmt: skip
-    with running_server(tmp_path_factory.mktemp("analytics")) as running:
+    with running_server(tmp_path_factory.mktemp("analytics"), database_url=database_url) as running:
         with running.client() as client:
             for service, events in (("api", api), ("db", db)):
                 response = client.post(

@@ -41,8 +41,8 @@ def root(trace: int, *, start_s: float, duration_ms: float, **more: Any) -> dict
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with running_server(tmp_path_factory.mktemp("queries")) as running:
+def server(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[RunningServer]:
+    with running_server(tmp_path_factory.mktemp("queries"), database_url=database_url) as running:
         api = [
             root(1, start_s=1, duration_ms=5, attributes={"plan": "pro", "n": 3}),
             root(2, start_s=2, duration_ms=500, status={"code": "error"}),
@@ -162,9 +162,10 @@ def test_the_api_cursor_walks_all_pages(server: RunningServer) -> None:
 
 
 def test_another_projects_traces_are_not_listed(server: RunningServer, tmp_path: Path) -> None:
+    from tracerelay.server.app import open_store
     from tracerelay.server.keys import make_key
 
-    store = SqliteStore(str(server.database))
+    store = open_store(server.settings)
     try:
         other, _ = make_key(store, "other", frozenset({"read"}))
     finally:
