@@ -21,6 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from tracerelay.server.storage import queries
 from tracerelay.server.storage.base import (
     ApiKey,
     StorageError,
@@ -46,6 +47,8 @@ from tracerelay.server.storage.rows import (
 )
 
 __all__ = ["PostgresStore"]
+
+DIALECT = queries.POSTGRES
 
 _COLUMNS = ", ".join(SPAN_COLUMNS)
 # New spans are copied into a temporary table (COPY: one stream, no statement per row),
@@ -77,10 +80,6 @@ ON CONFLICT (project_id, trace_id) DO UPDATE SET
     start_ns = excluded.start_ns, end_ns = excluded.end_ns,
     span_count = excluded.span_count, error_count = excluded.error_count
 """
-_KEYS_SQL = (
-    "SELECT k.key_id, k.key_hash, k.project_id, p.name AS project_name, k.scopes, k.name, "
-    "k.created_at, k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id"
-)
 
 
 class PostgresStore:
@@ -316,118 +315,34 @@ class PostgresStore:
 
     def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:
         """Trace rows matching ``query``, newest first (start, then trace id, descending)."""
-        where = ["t.project_id = %s", "t.start_ns IS NOT NULL"]
-        params: list[Any] = [project_id]
-        for column, value in (
-            ("t.service", query.service),
-            ("coalesce(t.name, t.root_name)", query.name),
-            ("t.user_id", query.user_id),
-            ("t.session_id", query.session_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if query.status == "error":
-            where.append("t.error_count > 0")
-        elif query.status == "ok":
-            where.append("t.error_count = 0")
-        if query.min_duration_ns is not None:
-            where.append("t.end_ns - t.start_ns >= %s")
-            params.append(query.min_duration_ns)
-        if query.since_ns is not None:
-            where.append("t.start_ns >= %s")
-            params.append(query.since_ns)
-        if query.until_ns is not None:
-            where.append("t.start_ns < %s")
-            params.append(query.until_ns)
-        for key, value in query.attributes:
-            where.append(
-                "EXISTS (SELECT 1 FROM spans s WHERE s.project_id = t.project_id AND "
-                "s.trace_id = t.trace_id AND s.body -> 'attributes' ->> %s = %s)"
-            )
-            params += [key, value]
-        if query.before is not None:
-            where.append("(t.start_ns, t.trace_id) < (%s, %s)")
-            params += [query.before[0], query.before[1]]
-        sql = (
-            "SELECT t.* FROM traces t WHERE " + " AND ".join(where)
-            + " ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT %s"
-        )  # fmt: skip
-        return self._rows(sql, [*params, query.limit])
+        return self._rows(*queries.search_traces(DIALECT, project_id, query))
 
     def services(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
         """Per service in the window: spans, errors, first and last start."""
-        return self._rows(
-            "SELECT service, count(*) AS spans, count(*) FILTER (WHERE status_code = 'error') "
-            "AS errors, min(start_ns) AS first_ns, max(start_ns) AS last_ns FROM spans "
-            "WHERE project_id = %s AND start_ns >= %s AND start_ns < %s AND service IS NOT NULL "
-            "GROUP BY service ORDER BY service",
-            (project_id, since_ns, until_ns),
-        )
+        return self._rows(*queries.services(DIALECT, project_id, since_ns, until_ns))
 
     def dependencies(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
         """Service → service calls and errors across parent/child spans."""
-        return self._rows(
-            "SELECT p.service AS parent, c.service AS child, count(*) AS calls, "
-            "count(*) FILTER (WHERE c.status_code = 'error') AS errors FROM spans c JOIN spans p "
-            "ON p.project_id = c.project_id AND p.trace_id = c.trace_id "
-            "AND p.span_id = c.parent_span_id "
-            "WHERE c.project_id = %s AND c.start_ns >= %s AND c.start_ns < %s "
-            "AND p.service IS DISTINCT FROM c.service GROUP BY 1, 2 ORDER BY 1, 2",
-            (project_id, since_ns, until_ns),
-        )
+        return self._rows(*queries.dependencies(DIALECT, project_id, since_ns, until_ns))
 
     def red(
         self, project_id: str, since_ns: int, until_ns: int, service: str | None
     ) -> list[dict[str, Any]]:
         """Per (service, operation): count, errors, nearest-rank p50/p95/p99 duration."""
-        where = "project_id = %s AND start_ns >= %s AND start_ns < %s AND end_ns IS NOT NULL"
-        params: list[Any] = [project_id, since_ns, until_ns]
-        if service is not None:
-            where += " AND service = %s"
-            params.append(service)
-        return self._rows(
-            f"SELECT service, name AS operation, count(*) AS count, "
-            f"count(*) FILTER (WHERE status_code = 'error') AS errors, "
-            f"percentile_disc(0.5) WITHIN GROUP (ORDER BY end_ns - start_ns) AS p50, "
-            f"percentile_disc(0.95) WITHIN GROUP (ORDER BY end_ns - start_ns) AS p95, "
-            f"percentile_disc(0.99) WITHIN GROUP (ORDER BY end_ns - start_ns) AS p99 "
-            f"FROM spans WHERE {where} GROUP BY service, name ORDER BY service, name",
-            params,
-        )
+        return self._rows(*queries.red(DIALECT, project_id, since_ns, until_ns, service))
 
     def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
         """Per model in the window: generations, tokens and cost."""
-        return self._rows(
-            "SELECT model, count(*) AS generations, "
-            "coalesce(sum((body->'usage'->>'input_tokens')::bigint), 0)::bigint "
-            "AS input_tokens, "
-            "coalesce(sum((body->'usage'->>'output_tokens')::bigint), 0)::bigint "
-            "AS output_tokens, "
-            "coalesce(sum((body->'usage'->>'total_tokens')::bigint), 0)::bigint "
-            "AS total_tokens, "
-            "coalesce(sum((body->>'cost_usd')::float8), 0)::float8 AS cost_usd FROM spans "
-            "WHERE project_id = %s AND start_ns >= %s AND start_ns < %s "
-            "AND model IS NOT NULL GROUP BY model ORDER BY model",
-            (project_id, since_ns, until_ns),
-        )
+        return self._rows(*queries.usage(DIALECT, project_id, since_ns, until_ns))
 
     def next_job(self) -> dict[str, Any] | None:
         """The oldest queued job, body included."""
-        rows = self._rows(
-            "SELECT job_id, project_id, body FROM jobs WHERE status = 'queued' "
-            "ORDER BY created_at LIMIT 1",
-            (),
-        )
+        rows = self._rows(queries.NEXT_JOB, ())
         return rows[0] if rows else None
 
     def get_job(self, project_id: str, job_id: str) -> dict[str, Any] | None:
         """A job of ``project_id``, without its body."""
-        rows = self._rows(
-            "SELECT job_id, status, created_at, finished_at, events, result FROM jobs "
-            "WHERE project_id = %s AND job_id = %s",
-            (project_id, job_id),
-        )
+        rows = self._rows(*queries.get_job(DIALECT, project_id, job_id))
         return rows[0] if rows else None
 
     # -- projects and keys -------------------------------------------------------------
@@ -464,12 +379,12 @@ class PostgresStore:
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-        return [_key(row) for row in self._admin(_KEYS_SQL + " ORDER BY k.created_at")]
+        return [queries.api_key(row) for row in self._admin(queries.LIST_KEYS)]
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, or None."""
-        rows = self._admin(_KEYS_SQL + " WHERE k.key_hash = %s", (key_hash,))
-        return _key(rows[0]) if rows else None
+        rows = self._admin(*queries.key_by_hash(DIALECT, key_hash))
+        return queries.api_key(rows[0]) if rows else None
 
     def revoke_key(self, key_id: str, at: float) -> bool:
         """Revoke a key; False if there is no such key."""
@@ -492,16 +407,3 @@ class PostgresStore:
         """Close the writer's connection and the pool."""
         self._writer.close()
         self._pool.close()
-
-
-def _key(row: dict[str, Any]) -> ApiKey:
-    return ApiKey(
-        row["key_id"],
-        row["key_hash"],
-        row["project_id"],
-        row["project_name"],
-        frozenset(s for s in row["scopes"].split(",") if s),
-        row["name"],
-        row["created_at"],
-        row["revoked_at"],
-    )

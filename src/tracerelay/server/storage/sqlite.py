@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from tracerelay.server.storage import queries
 from tracerelay.server.storage.base import ApiKey, StorageError, TraceQuery, start_order
 from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
@@ -45,6 +46,8 @@ from tracerelay.server.storage.rows import (
 )
 
 __all__ = ["SqliteStore"]
+
+DIALECT = queries.SQLITE
 
 _CHUNK = 400  # keys per lookup query (2 variables each, well under SQLite's limit)
 _INSERT_SPANS_HEAD = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES "
@@ -335,11 +338,7 @@ class SqliteStore:
 
     def next_job(self) -> dict[str, Any] | None:
         """The oldest queued job, body included."""
-        rows = self._rows(
-            "SELECT job_id, project_id, body FROM jobs WHERE status = 'queued' "
-            "ORDER BY created_at LIMIT 1",
-            (),
-        )
+        rows = self._rows(queries.NEXT_JOB, ())
         return rows[0] if rows else None
 
     def finish_job(self, job_id: str, result: str) -> None:
@@ -355,11 +354,7 @@ class SqliteStore:
 
     def get_job(self, project_id: str, job_id: str) -> dict[str, Any] | None:
         """A job of ``project_id``, without its body."""
-        rows = self._rows(
-            "SELECT job_id, status, created_at, finished_at, events, result FROM jobs "
-            "WHERE project_id = ? AND job_id = ?",
-            (project_id, job_id),
-        )
+        rows = self._rows(*queries.get_job(DIALECT, project_id, job_id))
         return rows[0] if rows else None
 
     # -- reads ----------------------------------------------------------------------
@@ -393,53 +388,8 @@ class SqliteStore:
         }
 
     def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:
-        """Trace rows matching ``query``, newest first (start, then trace id, descending).
-
-        Every condition is on the ``traces`` row and its indexes, but attribute
-        filters, which look for one span of the trace carrying the attribute.
-        """
-        where = ["t.project_id = ?", "t.start_ns IS NOT NULL"]
-        params: list[Any] = [project_id]
-        for column, value in (
-            ("t.service", query.service),
-            ("coalesce(t.name, t.root_name)", query.name),
-            ("t.user_id", query.user_id),
-            ("t.session_id", query.session_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.status == "error":
-            where.append("t.error_count > 0")
-        elif query.status == "ok":
-            where.append("t.error_count = 0")
-        if query.min_duration_ns is not None:
-            where.append("t.end_ns - t.start_ns >= ?")
-            params.append(query.min_duration_ns)
-        if query.since_ns is not None:
-            where.append("t.start_ns >= ?")
-            params.append(query.since_ns)
-        if query.until_ns is not None:
-            where.append("t.start_ns < ?")
-            params.append(query.until_ns)
-        for key, value in query.attributes:
-            where.append(
-                "EXISTS (SELECT 1 FROM spans s WHERE s.project_id = t.project_id AND "
-                "s.trace_id = t.trace_id AND json_extract(s.body, ?) IN (?, ?))"
-            )
-            params += [f'$.attributes."{key}"', value, _number_or(value)]
-        if query.before is not None:
-            where.append("(t.start_ns < ? OR (t.start_ns = ? AND t.trace_id < ?))")
-            params += [query.before[0], query.before[0], query.before[1]]
-        sql = (
-            "SELECT t.* FROM traces t WHERE " + " AND ".join(where)
-            + " ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT ?"
-        )  # fmt: skip
-        try:
-            rows = self._reader().execute(sql, [*params, query.limit]).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"SQLite read failed: {exc}") from exc
-        return [dict(row) for row in rows]
+        """Trace rows matching ``query``, newest first (start, then trace id, descending)."""
+        return self._rows(*queries.search_traces(DIALECT, project_id, query))
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         try:
@@ -449,63 +399,21 @@ class SqliteStore:
 
     def services(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
         """Per service in the window: spans, errors, first and last start."""
-        return self._rows(
-            "SELECT service, count(*) AS spans, sum(status_code = 'error') AS errors, "
-            "min(start_ns) AS first_ns, max(start_ns) AS last_ns FROM spans "
-            "WHERE project_id = ? AND start_ns >= ? AND start_ns < ? AND service IS NOT NULL "
-            "GROUP BY service ORDER BY service",
-            (project_id, since_ns, until_ns),
-        )
+        return self._rows(*queries.services(DIALECT, project_id, since_ns, until_ns))
 
     def dependencies(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-        """Service → service call counts and errors, from child spans whose parent span
-        belongs to another service (the child's status counts as the call's)."""
-        return self._rows(
-            "SELECT p.service AS parent, c.service AS child, count(*) AS calls, "
-            "sum(c.status_code = 'error') AS errors FROM spans c JOIN spans p "
-            "ON p.project_id = c.project_id AND p.trace_id = c.trace_id "
-            "AND p.span_id = c.parent_span_id "
-            "WHERE c.project_id = ? AND c.start_ns >= ? AND c.start_ns < ? "
-            "AND p.service IS NOT c.service GROUP BY 1, 2 ORDER BY 1, 2",
-            (project_id, since_ns, until_ns),
-        )
+        """Service → service calls and errors across parent/child spans."""
+        return self._rows(*queries.dependencies(DIALECT, project_id, since_ns, until_ns))
 
     def red(
         self, project_id: str, since_ns: int, until_ns: int, service: str | None
     ) -> list[dict[str, Any]]:
-        """Per (service, operation): count, errors and nearest-rank p50/p95/p99 of the
-        duration, computed in one pass with window functions."""
-        where = "project_id = ? AND start_ns >= ? AND start_ns < ? AND end_ns IS NOT NULL"
-        params: list[Any] = [project_id, since_ns, until_ns]
-        if service is not None:
-            where += " AND service = ?"
-            params.append(service)
-        ranks = ", ".join(
-            f"min(CASE WHEN rn >= (n * {p} + 99) / 100 THEN duration_ns END) AS p{p}"
-            for p in (50, 95, 99)
-        )
-        return self._rows(
-            f"WITH d AS (SELECT service, name, end_ns - start_ns AS duration_ns, status_code, "
-            f"row_number() OVER (PARTITION BY service, name ORDER BY end_ns - start_ns) AS rn, "
-            f"count(*) OVER (PARTITION BY service, name) AS n FROM spans WHERE {where}) "
-            f"SELECT service, name AS operation, max(n) AS count, "
-            f"sum(status_code = 'error') AS errors, {ranks} "
-            f"FROM d GROUP BY service, name ORDER BY service, name",
-            params,
-        )
+        """Per (service, operation): count, errors, nearest-rank p50/p95/p99 duration."""
+        return self._rows(*queries.red(DIALECT, project_id, since_ns, until_ns, service))
 
     def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
         """Per model in the window: generations, tokens and cost."""
-        return self._rows(
-            "SELECT model, count(*) AS generations, "
-            "coalesce(sum(json_extract(body, '$.usage.input_tokens')), 0) AS input_tokens, "
-            "coalesce(sum(json_extract(body, '$.usage.output_tokens')), 0) AS output_tokens, "
-            "coalesce(sum(json_extract(body, '$.usage.total_tokens')), 0) AS total_tokens, "
-            "coalesce(sum(json_extract(body, '$.cost_usd')), 0) AS cost_usd "
-            "FROM spans WHERE project_id = ? AND start_ns >= ? AND start_ns < ? "
-            "AND model IS NOT NULL GROUP BY model ORDER BY model",
-            (project_id, since_ns, until_ns),
-        )
+        return self._rows(*queries.usage(DIALECT, project_id, since_ns, until_ns))
 
     # -- projects and keys -------------------------------------------------------------
 
@@ -540,12 +448,12 @@ class SqliteStore:
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-        return [_key(row) for row in self._admin(_KEYS_SQL + " ORDER BY k.created_at")]
+        return [queries.api_key(row) for row in self._admin(queries.LIST_KEYS)]
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, or None."""
-        rows = self._admin(_KEYS_SQL + " WHERE k.key_hash = ?", (key_hash,))
-        return _key(rows[0]) if rows else None
+        rows = self._admin(*queries.key_by_hash(DIALECT, key_hash))
+        return queries.api_key(rows[0]) if rows else None
 
     def revoke_key(self, key_id: str, at: float) -> bool:
         """Revoke a key; False if there is no such key."""
@@ -568,36 +476,6 @@ class SqliteStore:
     def close(self) -> None:
         """Close the writer's connection (readers' close with their threads)."""
         self._writer.close()
-
-
-_KEYS_SQL = (
-    "SELECT k.key_id, k.key_hash, k.project_id, p.name AS project_name, k.scopes, k.name, "
-    "k.created_at, k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id"
-)
-
-
-def _key(row: sqlite3.Row) -> ApiKey:
-    return ApiKey(
-        row["key_id"],
-        row["key_hash"],
-        row["project_id"],
-        row["project_name"],
-        frozenset(s for s in row["scopes"].split(",") if s),
-        row["name"],
-        row["created_at"],
-        row["revoked_at"],
-    )
-
-
-def _number_or(value: str) -> Any:
-    """``value`` as the number it spells (attributes keep their JSON type), else itself."""
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
 
 
 def _rows_per_insert(db: sqlite3.Connection) -> int:
