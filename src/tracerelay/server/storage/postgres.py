@@ -21,16 +21,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from tracerelay.server.storage import queries
 from tracerelay.server.storage.base import (
-    ApiKey,
     StorageError,
-    TraceQuery,
     TraceSpan,
     start_order,
 )
 from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
+from tracerelay.server.storage.queries import POSTGRES, SqlReads
 from tracerelay.server.storage.rows import (
     SPAN_COLUMNS,
     SpanWrite,
@@ -48,7 +46,6 @@ from tracerelay.server.storage.rows import (
 
 __all__ = ["PostgresStore"]
 
-DIALECT = queries.POSTGRES
 
 _COLUMNS = ", ".join(SPAN_COLUMNS)
 # New spans are copied into a temporary table (COPY: one stream, no statement per row),
@@ -82,8 +79,10 @@ ON CONFLICT (project_id, trace_id) DO UPDATE SET
 """
 
 
-class PostgresStore:
+class PostgresStore(SqlReads):
     """``Store`` on PostgreSQL; see the module docstring."""
+
+    dialect = POSTGRES
 
     def __init__(self, url: str) -> None:
         self.url = url.replace("postgresql+psycopg://", "postgresql://").replace(
@@ -313,38 +312,6 @@ class PostgresStore:
                 record["body"] = orjson.dumps(record["body"]).decode()
         return {"trace": trace, "spans": spans, "records": records}
 
-    def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:
-        """Trace rows matching ``query``, newest first (start, then trace id, descending)."""
-        return self._rows(*queries.search_traces(DIALECT, project_id, query))
-
-    def services(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-        """Per service in the window: spans, errors, first and last start."""
-        return self._rows(*queries.services(DIALECT, project_id, since_ns, until_ns))
-
-    def dependencies(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-        """Service → service calls and errors across parent/child spans."""
-        return self._rows(*queries.dependencies(DIALECT, project_id, since_ns, until_ns))
-
-    def red(
-        self, project_id: str, since_ns: int, until_ns: int, service: str | None
-    ) -> list[dict[str, Any]]:
-        """Per (service, operation): count, errors, nearest-rank p50/p95/p99 duration."""
-        return self._rows(*queries.red(DIALECT, project_id, since_ns, until_ns, service))
-
-    def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-        """Per model in the window: generations, tokens and cost."""
-        return self._rows(*queries.usage(DIALECT, project_id, since_ns, until_ns))
-
-    def next_job(self) -> dict[str, Any] | None:
-        """The oldest queued job, body included."""
-        rows = self._rows(queries.NEXT_JOB, ())
-        return rows[0] if rows else None
-
-    def get_job(self, project_id: str, job_id: str) -> dict[str, Any] | None:
-        """A job of ``project_id``, without its body."""
-        rows = self._rows(*queries.get_job(DIALECT, project_id, job_id))
-        return rows[0] if rows else None
-
     # -- projects and keys -------------------------------------------------------------
 
     def _admin(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -354,46 +321,6 @@ class PostgresStore:
                 return list(cur.fetchall()) if cur.description else []
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL failed: {exc}") from exc
-
-    def ensure_project(self, name: str) -> str:
-        """The id of project ``name``, made if needed (its id is its name)."""
-        self._admin(
-            "INSERT INTO projects (id, name, created_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (name, name, time.time()),
-        )
-        return name
-
-    def project_count(self) -> int:
-        """How many projects exist."""
-        return int(self._admin("SELECT count(*) AS n FROM projects")[0]["n"])
-
-    def add_key(self, key: ApiKey) -> None:
-        """Store a new key."""
-        self._admin(
-            "INSERT INTO api_keys (key_hash, key_id, project_id, scopes, name, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            (key.key_hash, key.key_id, key.project_id, ",".join(sorted(key.scopes)), key.name,
-             key.created_at),
-        )  # fmt: skip
-
-    def list_keys(self) -> list[ApiKey]:
-        """Every key, revoked ones included, oldest first."""
-        return [queries.api_key(row) for row in self._admin(queries.LIST_KEYS)]
-
-    def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        """The key with this hash, or None."""
-        rows = self._admin(*queries.key_by_hash(DIALECT, key_hash))
-        return queries.api_key(rows[0]) if rows else None
-
-    def revoke_key(self, key_id: str, at: float) -> bool:
-        """Revoke a key; False if there is no such key."""
-        rows = self._admin(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE key_id = %s "
-            "RETURNING key_id",
-            (at, key_id),
-        )
-        return bool(rows)
 
     def ping(self) -> bool:
         """Whether the database answers."""

@@ -21,15 +21,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from tracerelay.server.storage import queries
-from tracerelay.server.storage.base import ApiKey, StorageError, TraceQuery, start_order
+from tracerelay.server.storage.base import StorageError, start_order
 from tracerelay.server.storage.merge import Registers, SpanState
 from tracerelay.server.storage.migrate import upgrade
+from tracerelay.server.storage.queries import SQLITE, SqlReads
 from tracerelay.server.storage.rows import (
     SPAN_COLUMNS,
     SpanWrite,
@@ -47,7 +47,6 @@ from tracerelay.server.storage.rows import (
 
 __all__ = ["SqliteStore"]
 
-DIALECT = queries.SQLITE
 
 _CHUNK = 400  # keys per lookup query (2 variables each, well under SQLite's limit)
 _INSERT_SPANS_HEAD = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES "
@@ -78,8 +77,10 @@ ON CONFLICT (project_id, trace_id) DO UPDATE SET
 """
 
 
-class SqliteStore:
+class SqliteStore(SqlReads):
     """``Store`` on one SQLite file; see the module docstring."""
+
+    dialect = SQLITE
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
@@ -336,11 +337,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite could not keep the job: {exc}") from exc
 
-    def next_job(self) -> dict[str, Any] | None:
-        """The oldest queued job, body included."""
-        rows = self._rows(queries.NEXT_JOB, ())
-        return rows[0] if rows else None
-
     def finish_job(self, job_id: str, result: str) -> None:
         """Record a job's result and drop its body."""
         try:
@@ -351,11 +347,6 @@ class SqliteStore:
             )
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite could not finish the job: {exc}") from exc
-
-    def get_job(self, project_id: str, job_id: str) -> dict[str, Any] | None:
-        """A job of ``project_id``, without its body."""
-        rows = self._rows(*queries.get_job(DIALECT, project_id, job_id))
-        return rows[0] if rows else None
 
     # -- reads ----------------------------------------------------------------------
 
@@ -387,83 +378,21 @@ class SqliteStore:
             "records": [dict(row) for row in records],
         }
 
-    def search_traces(self, project_id: str, query: TraceQuery) -> list[dict[str, Any]]:
-        """Trace rows matching ``query``, newest first (start, then trace id, descending)."""
-        return self._rows(*queries.search_traces(DIALECT, project_id, query))
-
     def _rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         try:
             return [dict(row) for row in self._reader().execute(sql, params).fetchall()]
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite read failed: {exc}") from exc
 
-    def services(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-        """Per service in the window: spans, errors, first and last start."""
-        return self._rows(*queries.services(DIALECT, project_id, since_ns, until_ns))
-
-    def dependencies(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-        """Service → service calls and errors across parent/child spans."""
-        return self._rows(*queries.dependencies(DIALECT, project_id, since_ns, until_ns))
-
-    def red(
-        self, project_id: str, since_ns: int, until_ns: int, service: str | None
-    ) -> list[dict[str, Any]]:
-        """Per (service, operation): count, errors, nearest-rank p50/p95/p99 duration."""
-        return self._rows(*queries.red(DIALECT, project_id, since_ns, until_ns, service))
-
-    def usage(self, project_id: str, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-        """Per model in the window: generations, tokens and cost."""
-        return self._rows(*queries.usage(DIALECT, project_id, since_ns, until_ns))
-
     # -- projects and keys -------------------------------------------------------------
 
-    def _admin(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def _admin(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._admin_lock:
             db = self._reader()
             try:
-                return db.execute(sql, tuple(parameters)).fetchall()
+                return db.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(f"SQLite failed: {exc}") from exc
-
-    def ensure_project(self, name: str) -> str:
-        """The id of project ``name``, made if needed (its id is its name)."""
-        self._admin(
-            "INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            (name, name, time.time()),
-        )
-        return name
-
-    def project_count(self) -> int:
-        """How many projects exist."""
-        return int(self._admin("SELECT count(*) FROM projects")[0][0])
-
-    def add_key(self, key: ApiKey) -> None:
-        """Store a new key."""
-        self._admin(
-            "INSERT INTO api_keys (key_hash, key_id, project_id, scopes, name, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (key.key_hash, key.key_id, key.project_id, ",".join(sorted(key.scopes)), key.name,
-             key.created_at),
-        )  # fmt: skip
-
-    def list_keys(self) -> list[ApiKey]:
-        """Every key, revoked ones included, oldest first."""
-        return [queries.api_key(row) for row in self._admin(queries.LIST_KEYS)]
-
-    def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        """The key with this hash, or None."""
-        rows = self._admin(*queries.key_by_hash(DIALECT, key_hash))
-        return queries.api_key(rows[0]) if rows else None
-
-    def revoke_key(self, key_id: str, at: float) -> bool:
-        """Revoke a key; False if there is no such key."""
-        if not self._admin("SELECT 1 FROM api_keys WHERE key_id = ?", (key_id,)):
-            return False
-        self._admin(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?",
-            (at, key_id),
-        )
-        return True
 
     def ping(self) -> bool:
         """Whether the database answers."""
