@@ -50,6 +50,14 @@ def error_response(
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
+def _storage_down(exc: StorageError) -> Response:
+    """503 with Retry-After: the database failed; the client retries."""
+    return error_response(
+        503, "TR-STORAGE", str(exc), "retry; the operator should check the database",
+        {"Retry-After": _RETRY_AFTER_S},
+    )  # fmt: skip
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused (``BodyError`` 413) past ``limit`` bytes without reading on."""
     declared = request.headers.get("content-length")
@@ -138,31 +146,38 @@ async def store_parsed(
             )  # fmt: skip
         except StorageError as exc:
             server.metrics.storage_errors.inc()
-            return duplicates, error_response(
-                503, "TR-STORAGE", str(exc), "retry; the operator should check the database",
-                {"Retry-After": _RETRY_AFTER_S},
-            )  # fmt: skip
+            return duplicates, _storage_down(exc)
         fresh = [i for i in parsed.event_ids if i not in seen]
         await call(server.seen, server.seen.remember, project, fresh)
         duplicates |= result.duplicates
     return duplicates, None
 
 
-@router.post("/v1/telemetry/batch", openapi_extra=json_body(BATCH_BODY))
-async def ingest_batch(request: Request, principal: Ingesting) -> Response:
-    """Store a batch of events; see SPEC §2 for the body and the answer."""
-    started = time.perf_counter()
+async def _decode(request: Request, principal: Principal, parse: Any, kind: str) -> Any:
+    """The body read within its limits and ``parse(body, encoding, limit, project)``'s
+    result, computed in a worker thread — or the coded 4xx answer to a body that
+    cannot be read (``kind``: which SPEC §2 body was expected)."""
     settings = request.app.state.server.settings
     try:
         body = await read_body(request, settings.max_body_bytes)
-        raw, read = await run_in_threadpool(
-            _read_batch, body, request.headers.get("content-encoding"),
+        return await run_in_threadpool(
+            parse, body, request.headers.get("content-encoding"),
             settings.max_decompressed_bytes, principal.project_id,
         )  # fmt: skip
     except BodyError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except EnvelopeError as exc:
-        return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's batch body")
+        return error_response(400, "TR-INGEST-ENVELOPE", str(exc), f"send SPEC §2's {kind} body")
+
+
+@router.post("/v1/telemetry/batch", openapi_extra=json_body(BATCH_BODY))
+async def ingest_batch(request: Request, principal: Ingesting) -> Response:
+    """Store a batch of events; see SPEC §2 for the body and the answer."""
+    started = time.perf_counter()
+    decoded = await _decode(request, principal, _read_batch, "batch")
+    if isinstance(decoded, Response):
+        return decoded
+    raw, read = decoded
     refused = await over_limit(request, principal, max(1, read.events))
     if refused is not None:
         return refused
@@ -200,10 +215,8 @@ async def _accept_job(request: Request, principal: Principal, raw: bytes, events
                                        events, raw))
         )  # fmt: skip
     except StorageError as exc:
-        return error_response(
-            503, "TR-STORAGE", str(exc), "retry; the operator should check the database",
-            {"Retry-After": _RETRY_AFTER_S},
-        )  # fmt: skip
+        server.metrics.storage_errors.inc()
+        return _storage_down(exc)
     server.jobs_waiting.set()
     answer = {"batch_id": job_id, "job_id": job_id, "status": "queued"}
     return Response(orjson.dumps(answer), 202, media_type="application/json")
@@ -227,17 +240,10 @@ def _parse_stream(body: bytes, encoding: str | None, limit: int, project_id: str
 async def ingest_stream(request: Request, principal: Ingesting) -> Response:
     """Store one event sent the moment its step ended."""
     started = time.perf_counter()
-    settings = request.app.state.server.settings
-    try:
-        body = await read_body(request, settings.max_body_bytes)
-        parsed, event = await run_in_threadpool(
-            _parse_stream, body, request.headers.get("content-encoding"),
-            settings.max_decompressed_bytes, principal.project_id,
-        )  # fmt: skip
-    except BodyError as exc:
-        return error_response(exc.status, exc.code, exc.message)
-    except EnvelopeError as exc:
-        return error_response(400, "TR-INGEST-ENVELOPE", str(exc), "send SPEC §2's stream body")
+    decoded = await _decode(request, principal, _parse_stream, "stream")
+    if isinstance(decoded, Response):
+        return decoded
+    parsed, event = decoded
     if parsed.errors:
         error = parsed.errors[0]
         return error_response(
