@@ -32,10 +32,11 @@ from tracerelay.server.storage.queries import POSTGRES, SqlReads
 from tracerelay.server.storage.rows import (
     SPAN_COLUMNS,
     SpanWrite,
+    Work,
     WriteBatch,
     WriteResult,
-    fold_span,
-    fold_trace,
+    by_project,
+    fold,
     pending_row,
     pending_state,
     span_row,
@@ -104,28 +105,14 @@ class PostgresStore(SqlReads):
         db = self._writer
         try:
             with db.transaction():
-                by_project: dict[str, list[int]] = {}
-                for i, batch in enumerate(batches):
-                    by_project.setdefault(batch.project_id, []).append(i)
-                for project_id, indexes in by_project.items():
-                    self._write_project(db, project_id, [(batches[i], results[i]) for i in indexes])
+                for project_id, work in by_project(batches, results).items():
+                    self._write_project(db, project_id, work)
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL write failed: {exc}") from exc
         return results
 
-    def _write_project(
-        self,
-        db: psycopg.Connection[Any],
-        project_id: str,
-        work: list[tuple[WriteBatch, WriteResult]],
-    ) -> None:
-        spans: dict[tuple[str, str], SpanWrite | SpanState] = {}
-        traces: dict[str, Registers] = {}
-        for batch, result in work:
-            for write in batch.spans:
-                fold_span(spans, write, result)
-            for t in batch.traces:
-                fold_trace(traces, t, result)
+    def _write_project(self, db: psycopg.Connection[Any], project_id: str, work: Work) -> None:
+        spans, traces = fold(work)
         repeats: set[str] = set()
         with db.cursor() as cur:
             if spans:

@@ -7,6 +7,7 @@ which events it already held (``WriteResult.duplicates``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,11 @@ __all__ = [
     "RecordRow",
     "SpanWrite",
     "TraceWrite",
+    "Work",
     "WriteBatch",
     "WriteResult",
+    "by_project",
+    "fold",
     "fold_span",
     "fold_trace",
     "observation_row",
@@ -287,6 +291,32 @@ def trace_state_of_body(body: Any) -> Registers:
     data = _json(body)
     values = {name: data.get(name) for name in TRACE_FIELDS}
     return Registers(values, data.get("attributes") or {}, data["v"], data.get("o") or {})
+
+
+Work = list[tuple[WriteBatch, WriteResult]]
+"""A project's share of a write group: each batch with the result it is answered with."""
+
+
+def by_project(batches: Sequence[WriteBatch], results: Sequence[WriteResult]) -> dict[str, Work]:
+    """A write group's batches, with their results, per project: stores write a project
+    at a time."""
+    work: dict[str, Work] = {}
+    for batch, result in zip(batches, results, strict=True):
+        work.setdefault(batch.project_id, []).append((batch, result))
+    return work
+
+
+def fold(work: Work) -> tuple[dict[tuple[str, str], SpanWrite | SpanState], dict[str, Registers]]:
+    """Every span event of ``work`` merged per (trace id, span id), and every trace event
+    per trace id; repeats within the group are noted in their batch's result."""
+    spans: dict[tuple[str, str], SpanWrite | SpanState] = {}
+    traces: dict[str, Registers] = {}
+    for batch, result in work:
+        for write in batch.spans:
+            fold_span(spans, write, result)
+        for trace in batch.traces:
+            fold_trace(traces, trace, result)
+    return spans, traces
 
 
 def fold_span(

@@ -21,7 +21,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -33,10 +34,11 @@ from tracerelay.server.storage.queries import SQLITE, SqlReads
 from tracerelay.server.storage.rows import (
     SPAN_COLUMNS,
     SpanWrite,
+    Work,
     WriteBatch,
     WriteResult,
-    fold_span,
-    fold_trace,
+    by_project,
+    fold,
     pending_row,
     pending_state,
     span_row,
@@ -116,41 +118,21 @@ class SqliteStore(SqlReads):
         results = [WriteResult() for _ in batches]
         db = self._writer
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                by_project: dict[str, list[int]] = {}
-                for i, batch in enumerate(batches):
-                    by_project.setdefault(batch.project_id, []).append(i)
-                for project_id, indexes in by_project.items():
-                    self._write_project(db, project_id, [(batches[i], results[i]) for i in indexes])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            with _immediate(db):
+                for project_id, work in by_project(batches, results).items():
+                    self._write_project(db, project_id, work)
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite write failed: {exc}") from exc
         return results
 
-    def _write_project(
-        self, db: sqlite3.Connection, project_id: str, work: list[tuple[WriteBatch, WriteResult]]
-    ) -> None:
-        spans: dict[tuple[str, str], SpanWrite | SpanState] = {}
-        touched: set[str] = set()
-        for batch, result in work:
-            for write in batch.spans:
-                fold_span(spans, write, result)
-                touched.add(write.trace_id)
+    def _write_project(self, db: sqlite3.Connection, project_id: str, work: Work) -> None:
+        spans, traces = fold(work)
         if spans:
             self._store_spans(db, project_id, spans, work)
-        traces: dict[str, Registers] = {}
-        for batch, result in work:
-            for t in batch.traces:
-                fold_trace(traces, t, result)
-                touched.add(t.trace_id)
         if traces:
             self._store_traces(db, project_id, traces, work)
-        if touched:
-            ids = sorted(touched)
+        ids = sorted({trace_id for trace_id, _ in spans} | set(traces))
+        if ids:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 db.execute(
@@ -303,8 +285,7 @@ class SqliteStore(SqlReads):
         call so the write lock is held briefly; then records older than it."""
         db = self._writer
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(db):
                 old = db.execute(
                     "SELECT project_id, trace_id FROM traces WHERE start_ns < ? LIMIT ?",
                     (cutoff_ns, limit),
@@ -316,10 +297,6 @@ class SqliteStore(SqlReads):
                     )
                 if len(keys) < limit:
                     db.execute("DELETE FROM records WHERE time_ns < ?", (cutoff_ns,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite retention failed: {exc}") from exc
         return len(keys)
@@ -405,6 +382,19 @@ class SqliteStore(SqlReads):
     def close(self) -> None:
         """Close the writer's connection (readers' close with their threads)."""
         self._writer.close()
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction, the write lock taken at its start (``BEGIN IMMEDIATE``):
+    committed when the block ends, rolled back when the block or the commit raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _rows_per_insert(db: sqlite3.Connection) -> int:
