@@ -10,7 +10,8 @@ What one run measures (issue 4, "Bar", ``bench/ingest.py``), for each backend of
   ``postgres`` user when run as root, in a temporary folder; stopped at the
   end). A client process sends SDK-shaped batches (``POST
   /v1/telemetry/batch``, gzip JSON, 500 spans each, every span with a few
-  attributes) from several connections at once for a fixed number of batches.
+  attributes; random trace and span ids and clock-time starts, as the SDK makes
+  them) from several connections at once for a fixed number of batches.
   The figure is **stored** spans per second: the rows counted in the database's
   ``spans`` table after the server was stopped, over the time from the first
   request to the last answer (a 200 is sent only after the commit, so an
@@ -19,7 +20,7 @@ What one run measures (issue 4, "Bar", ``bench/ingest.py``), for each backend of
   /v1/traces/{id}``: the median time of 5 reads, against the 200 ms target.
 - The same OTLP/HTTP protobuf load (500-span requests, span ids unique across
   traces as random ids are) into ``POST /v1/traces`` of a fresh tracerelay on
-  a fresh database of that backend.
+  a fresh database of that backend (the same traces: ids and times as above).
 
 Then — with ``--phoenix PATH`` (the ``phoenix`` command of an
 ``arize-phoenix`` install in its own venv) — the same OTLP load into Arize
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import glob
 import gzip
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -204,8 +206,11 @@ class Postgres:
         self.stop()
 
 
-def batch(trace_id: str, first_span: int) -> bytes:
+def batch(trace_id: str, first_span: int, started_ns: int) -> bytes:
+    """One SDK batch: SPANS_PER_BATCH spans of trace ``trace_id`` under its root span,
+    stamped from ``started_ns`` on, with random span ids — as the SDK sends them."""
     now = time.time()
+    root = span_id_of(trace_id, 0)
     events = [
         {
             "event_id": new_event_id(),
@@ -213,13 +218,13 @@ def batch(trace_id: str, first_span: int) -> bytes:
             "timestamp": now,
             "payload": {
                 "trace_id": trace_id,
-                "span_id": f"{first_span + i + 1:016x}",
-                "parent_span_id": None if first_span + i == 0 else f"{1:016x}",
+                "span_id": span_id_of(trace_id, first_span + i),
+                "parent_span_id": None if first_span + i == 0 else root,
                 "name": f"operation-{i % 20}",
                 "kind": "internal",
                 "type": "span",
-                "start_time_unix_nano": 1_700_000_000_000_000_000 + first_span + i,
-                "end_time_unix_nano": 1_700_000_000_050_000_000 + first_span + i,
+                "start_time_unix_nano": started_ns + 1_000 * (first_span + i),
+                "end_time_unix_nano": started_ns + 50_000_000 + 1_000 * (first_span + i),
                 "status": {"code": "unset", "message": ""},
                 "attributes": {"http.method": "GET", "http.route": "/orders", "n": i},
                 "sequence": first_span + i,
@@ -231,6 +236,19 @@ def batch(trace_id: str, first_span: int) -> bytes:
     return gzip.compress(orjson.dumps(body), 3)
 
 
+def span_id_of(trace_id: str, n: int) -> str:
+    """Span ``n`` of a trace: random-looking 64-bit ids, the same on every call."""
+    return hashlib.blake2b(f"{trace_id}/{n}".encode(), digest_size=8).hexdigest()
+
+
+def traces(count: int) -> list[tuple[str, int]]:
+    """``count`` (trace id, start) pairs: random 128-bit ids, starts 10 ms apart from now,
+    as a service's traces arrive (spans stamped at one instant would all land on one
+    place of the start index, which no real load does)."""
+    now = time.time_ns()
+    return [(os.urandom(16).hex(), now + 10_000_000 * n) for n in range(count)]
+
+
 SDK_HEADERS = {
     "Authorization": f"Bearer {KEY}",
     "Content-Encoding": "gzip",
@@ -239,25 +257,26 @@ SDK_HEADERS = {
 OTLP_HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/x-protobuf"}
 
 
-def otlp_batch(n: int) -> bytes:
-    """An OTLP ExportTraceServiceRequest of one trace of SPANS_PER_BATCH spans."""
+def otlp_batch(trace_id_hex: str, started_ns: int) -> bytes:
+    """An OTLP ExportTraceServiceRequest of one trace of SPANS_PER_BATCH spans (the same
+    ids and times ``batch`` gives that trace)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-    trace_id = (n + 1).to_bytes(16, "big")
+    trace_id = bytes.fromhex(trace_id_hex)
+    root = bytes.fromhex(span_id_of(trace_id_hex, 0))
     spans = [
         Span(
             trace_id=trace_id,
-            # Span ids unique across traces, as random 64-bit ids are in practice.
-            span_id=(n * SPANS_PER_BATCH + i + 1).to_bytes(8, "big"),
-            parent_span_id=b"" if i == 0 else (n * SPANS_PER_BATCH + 1).to_bytes(8, "big"),
+            span_id=bytes.fromhex(span_id_of(trace_id_hex, i)),
+            parent_span_id=b"" if i == 0 else root,
             name=f"operation-{i % 20}",
             kind=Span.SPAN_KIND_INTERNAL,
-            start_time_unix_nano=1_700_000_000_000_000_000 + i,
-            end_time_unix_nano=1_700_000_000_050_000_000 + i,
+            start_time_unix_nano=started_ns + 1_000 * i,
+            end_time_unix_nano=started_ns + 50_000_000 + 1_000 * i,
             attributes=[
                 KeyValue(key="http.method", value=AnyValue(string_value="GET")),
                 KeyValue(key="http.route", value=AnyValue(string_value="/orders")),
@@ -342,7 +361,8 @@ def sdk_run(server: Server, bodies: list[bytes], connections: int) -> SdkRun:
     try:
         seconds, latencies, _ = send_all(server.url, bodies, connections)
         big = "f" * 32
-        big_bodies = [batch(big, k * SPANS_PER_BATCH) for k in range(20)]
+        started = time.time_ns()
+        big_bodies = [batch(big, k * SPANS_PER_BATCH, started) for k in range(20)]
         send_all(server.url, big_bodies, 1)
         reads: list[float] = []
         with httpx.Client(
@@ -418,8 +438,8 @@ def main() -> None:
     directory = tempfile.mkdtemp(prefix="tracerelay-bench-ingest-")
     print(f"bench/ingest.py: python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     try:
-        sdk_bodies = [batch(f"{b + 1:032x}", 0) for b in range(args.batches)]
-        otlp = [otlp_batch(n) for n in range(args.batches)]
+        sdk_bodies = [batch(trace_id, 0, start) for trace_id, start in traces(args.batches)]
+        otlp = [otlp_batch(trace_id, start) for trace_id, start in traces(args.batches)]
         ours: dict[str, OtlpRun] = {}
         for backend in dict.fromkeys(backends):
             label = BACKENDS[backend]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -70,4 +72,28 @@ def test_batches_queued_together_share_one_commit(tmp_path: Path) -> None:
         assert writer.commits == 1 and writer.events_written == 20
     finally:
         writer.close()
+        store.close()
+
+
+def test_committed_spans_reach_the_database_file_without_the_commit_waiting(
+    tmp_path: Path,
+) -> None:
+    """Commits only append to the WAL; the store's checkpointer thread copies them into the
+    database file soon after, so the file alone (without its -wal) holds them."""
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(str(path))
+    try:
+        store.write([one_span(n) for n in range(1, 51)])
+        alone = tmp_path / "copy.sqlite"
+        deadline = time.monotonic() + 10
+        while True:
+            shutil.copyfile(path, alone)  # the main file only: what a checkpoint put there
+            with sqlite3.connect(alone) as copy:
+                count = copy.execute("SELECT count(*) FROM spans").fetchone()[0]
+            if count == 50:
+                break
+            assert time.monotonic() < deadline, f"{count} of 50 spans in the database file"
+            time.sleep(0.05)
+        assert (tmp_path / "db.sqlite-wal").exists()  # the store is open: WAL mode kept
+    finally:
         store.close()

@@ -1,7 +1,8 @@
 """``create_app``: the FastAPI application, its lifespan and the state its routers share.
 
 At start (the lifespan): open the store (migrations applied), make the first
-project and admin key on an empty store, start the writer thread. At stop:
+project and admin key on an empty store, start the writer (a thread grouping
+batches, writing them through a child process, storage/process.py). At stop:
 write what is queued, close the store. Every router reads the shared state
 from ``app.state.server``.
 """
@@ -36,6 +37,7 @@ from tracerelay.server.metrics import ServerMetrics
 from tracerelay.server.ratelimit import RateLimiter
 from tracerelay.server.settings import ServerSettings
 from tracerelay.server.storage.base import Store
+from tracerelay.server.storage.process import WriterProcess, open_database
 from tracerelay.server.storage.writer import Writer
 
 __all__ = ["ServerState", "create_app", "open_store"]
@@ -60,14 +62,7 @@ class ServerState:
 
 def open_store(settings: ServerSettings) -> Store:
     """The store ``settings.database_url`` names, migrated to the newest schema."""
-    path = settings.sqlite_path
-    if path is None:
-        from tracerelay.server.storage.postgres import PostgresStore
-
-        return PostgresStore(settings.database_url)
-    from tracerelay.server.storage.sqlite import SqliteStore
-
-    return SqliteStore(path)
+    return open_database(settings.sqlite_path, settings.database_url)
 
 
 def bootstrap(store: Store, settings: ServerSettings) -> str | None:
@@ -128,7 +123,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(open_store, settings)
         await run_in_threadpool(bootstrap, store, settings)
-        writer = Writer(store, max_queued=settings.max_queued_events)
+        process = None
+        if settings.writer_process:
+            process = await run_in_threadpool(
+                WriterProcess, settings.sqlite_path, settings.database_url
+            )
+        writer = Writer(process or store, max_queued=settings.max_queued_events)
         app.state.server = ServerState(
             settings, store, writer, SeenIds(ttl=settings.dedup_ttl), KeyCache(store),
             ServerMetrics(),
@@ -160,6 +160,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             for close in closers:
                 close()
             await run_in_threadpool(writer.close)
+            if process is not None:
+                await run_in_threadpool(process.close)
             store.close()
 
     app = FastAPI(

@@ -34,6 +34,8 @@ class ServerSettings:
     retention_check_seconds: float = 3600.0
     rate_limit_events_per_s: float | None = None
     rate_limit_burst: int | None = None
+    writer_process: bool = True
+    """Write from a child process (``storage/process.py``) rather than a thread."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -85,12 +85,13 @@ class PostgresStore(SqlReads):
 
     dialect = POSTGRES
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url.replace("postgresql+psycopg://", "postgresql://").replace(
             "postgres://", "postgresql://"
         )
         try:
-            upgrade(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
+            if migrate:
+                upgrade(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
             self._writer = psycopg.connect(self.url, row_factory=dict_row, autocommit=True)
             self._writer.execute(_INCOMING)
             self._pool = ConnectionPool(self.url, min_size=1, max_size=8, open=True)

@@ -18,17 +18,22 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from tracerelay.server.storage.base import Store
 from tracerelay.server.storage.rows import WriteBatch, WriteResult
 
 __all__ = ["QueueFull", "Writer"]
 
 T = TypeVar("T")
+
+
+class Writes(Protocol):
+    """Where a group goes: a ``Store``, or a ``WriterProcess`` in front of one."""
+
+    def write(self, batches: Sequence[WriteBatch]) -> list[WriteResult]: ...
 
 
 class QueueFull(Exception):
@@ -52,7 +57,9 @@ class _Call:
 class Writer:
     """Group-committing writer thread over a ``Store``; see the module docstring."""
 
-    def __init__(self, store: Store, *, max_queued: int = 200_000, max_group: int = 20_000) -> None:
+    def __init__(
+        self, store: Writes, *, max_queued: int = 200_000, max_group: int = 20_000
+    ) -> None:
         self.store = store
         self.max_queued = max_queued
         self.max_group = max_group
