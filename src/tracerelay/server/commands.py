@@ -7,7 +7,6 @@ these commands runs, so the SDK's commands never load FastAPI.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import time
 
@@ -33,16 +32,14 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tracerelay.server.app import create_app
+    from tracerelay.server.runtime import tune_gc
 
     settings = _settings(args)
     print(f"tracerelay serve: http://{settings.host}:{settings.port} ({settings.database_url})")
     app = create_app(settings)
-    # Everything imported so far lives as long as the process: kept out of the cyclic
-    # garbage collector's full passes, which otherwise walk it all whenever a request
-    # builds many objects (a 10,000-span trace's tree: ~50 ms a pass on a small machine).
     import tracerelay.server.storage.migrate  # noqa: F401 - alembic and SQLAlchemy, frozen too
 
-    gc.freeze()
+    tune_gc()
     uvicorn.run(
         app,
         host=settings.host,

@@ -25,31 +25,35 @@ class SeenIds:
         self.capacity = capacity
         self.ttl = ttl
         self._clock = clock
-        self._ids: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # event id → (project, when stored), oldest first. Keyed by the id alone so a
+        # batch is looked up and noted with set and dict operations (C loops), not a
+        # Python loop per id; an id two projects both sent is kept for the latter only
+        # (the former's repeat then falls to the store's key — never a false repeat).
+        self._ids: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
 
     def seen(self, project_id: str, event_ids: Iterable[str]) -> set[str]:
-        """The ids of ``event_ids`` stored within the TTL."""
+        """The ids of ``event_ids`` that ``project_id`` stored within the TTL."""
         now = self._clock()
-        found: set[str] = set()
         with self._lock:
             ids = self._ids
-            for event_id in event_ids:
-                stored = ids.get((project_id, event_id))
-                if stored is not None and now - stored < self.ttl:
-                    found.add(event_id)
+            found = {
+                event_id
+                for event_id in ids.keys() & event_ids
+                if ids[event_id][0] == project_id and now - ids[event_id][1] < self.ttl
+            }
         self.hits += len(found)
         return found
 
     def remember(self, project_id: str, event_ids: Iterable[str]) -> None:
         """Note ids just committed."""
         now = self._clock()
+        noted = dict.fromkeys(event_ids, (project_id, now))
         with self._lock:
             ids = self._ids
-            for event_id in event_ids:
-                key = (project_id, event_id)
-                ids[key] = now
-                ids.move_to_end(key)
-            while len(ids) > self.capacity:
+            for again in ids.keys() & noted:
+                ids.move_to_end(again)
+            ids.update(noted)
+            for _ in range(len(ids) - self.capacity):
                 ids.popitem(last=False)

@@ -32,7 +32,7 @@ import orjson
 
 from tracerelay.records import EVENT_TYPES
 from tracerelay.server.ingest.body import load_json
-from tracerelay.server.ingest.schema import BATCH, OBSERVATION, Observation
+from tracerelay.server.ingest.schema import BATCH, OBSERVATION, SPAN_BATCH, Observation, SpanBatch
 from tracerelay.server.storage.merge import trace_state, version_of
 from tracerelay.server.storage.rows import (
     RecordRow,
@@ -93,7 +93,20 @@ class BatchBody:
 def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> BatchBody:
     """A decompressed ``POST /v1/telemetry/batch`` body, read and checked — only
     counted when it asks for ``async_mode`` and ``defer_async`` (the request; the
-    jobs worker reads it with ``defer_async=False``)."""
+    jobs worker reads it with ``defer_async=False``).
+
+    Three ways, fastest first: a batch of observation events only, every one of them
+    acceptable, is decoded in one pass (``SpanBatch``); any other batch that parses
+    is decoded with raw payloads, each then decoded by its event type; a body the
+    schema refuses is read field by field, to say what is wrong where."""
+    try:
+        spans_only = SPAN_BATCH.decode(raw)
+    except msgspec.DecodeError:
+        pass
+    else:
+        read = _read_spans(spans_only, project_id, defer_async)
+        if read is not None:
+            return read
     try:
         envelope = BATCH.decode(raw)
     except msgspec.DecodeError:
@@ -103,20 +116,12 @@ def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> Batc
         return BatchBody(None, len(envelope.events), dedup)
     service, environment = _origin(envelope.resource, envelope.environment)
     parsed = Parsed(WriteBatch(project_id))
-    spans, event_ids = parsed.batch.spans, parsed.event_ids
-    timestamp, stamp = None, ""  # a batch's events mostly share their timestamp
+    rows = _Rows(project_id, service, environment, parsed)
     for index, event in enumerate(envelope.events):
         if event.event_type in _OBSERVATION and not event.event_id.strip(_CROCKFORD):
             obs = decode_observation(event.payload, event.event_type)
             if obs is not None:
-                event_id = event.event_id.upper()  # ULIDs are case-insensitive
-                if event.timestamp != timestamp:
-                    timestamp = event.timestamp
-                    stamp = version_of(timestamp, "")
-                version = stamp + event_id
-                row = observation_row(project_id, obs, version, service, environment)
-                spans.append(SpanWrite(obs.trace_id, obs.span_id, row, event_id))
-                event_ids.append(event_id)
+                rows.add(obs, event.event_id, event.timestamp)
                 continue
         one = {
             "event_id": event.event_id,
@@ -126,6 +131,50 @@ def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> Batc
         }
         _add_or_refuse(parsed, index, one, service, environment)
     return BatchBody(parsed, len(envelope.events), dedup)
+
+
+def _read_spans(batch: SpanBatch, project_id: str, defer_async: bool) -> BatchBody | None:
+    """A batch of observation events decoded whole; None when any event is not acceptable
+    (the other ways then read it again, to explain what is not)."""
+    dedup = batch.deduplication if isinstance(batch.deduplication, dict) else {}
+    if defer_async and batch.async_mode is True:
+        return BatchBody(None, len(batch.events), dedup)
+    service, environment = _origin(batch.resource, batch.environment)
+    parsed = Parsed(WriteBatch(project_id))
+    rows = _Rows(project_id, service, environment, parsed)
+    for event in batch.events:
+        obs, event_type = event.payload, event.event_type
+        if (
+            event_type not in _OBSERVATION
+            or event.event_id.strip(_CROCKFORD)
+            or not coherent(obs, event_type)
+        ):
+            return None
+        rows.add(obs, event.event_id, event.timestamp)
+    return BatchBody(parsed, len(batch.events), dedup)
+
+
+class _Rows:
+    """Accepted observation events → the batch's span rows and event ids; the version
+    prefix is formatted once per distinct timestamp (a batch's events mostly share one)."""
+
+    __slots__ = ("_at", "_environment", "_ids", "_project", "_service", "_spans", "_stamp")
+
+    def __init__(self, project_id: str, service: Any, environment: Any, parsed: Parsed) -> None:
+        self._project, self._service, self._environment = project_id, service, environment
+        self._spans, self._ids = parsed.batch.spans, parsed.event_ids
+        self._at: float | None = None
+        self._stamp = ""
+
+    def add(self, obs: Observation, event_id: str, timestamp: float) -> None:
+        event_id = event_id.upper()  # ULIDs are case-insensitive
+        if timestamp != self._at:
+            self._at, self._stamp = timestamp, version_of(timestamp, "")
+        row = observation_row(
+            self._project, obs, self._stamp + event_id, self._service, self._environment
+        )
+        self._spans.append(SpanWrite(obs.trace_id, obs.span_id, row, event_id))
+        self._ids.append(event_id)
 
 
 def _read_batch_slowly(raw: bytes, project_id: str, defer_async: bool) -> BatchBody:

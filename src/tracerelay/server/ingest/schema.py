@@ -50,7 +50,9 @@ class Status(_StatusCode, total=False):
     message: str
 
 
-class Observation(Struct):
+# gc=False on the structs below: decoded from JSON they cannot form reference cycles,
+# so the cyclic collector need not track them (a batch decodes hundreds at a time).
+class Observation(Struct, gc=False):
     """The payload of ``observation_create`` / ``_update`` / ``_complete`` (SPEC §1).
 
     Every field but the ids may be absent (an update carries only what it changes);
@@ -79,7 +81,7 @@ class Observation(Struct):
     scope: Any = None
 
 
-class EventEnvelope(Struct):
+class EventEnvelope(Struct, gc=False):
     """One event of a batch, its payload still raw JSON."""
 
     event_id: Ulid
@@ -88,7 +90,7 @@ class EventEnvelope(Struct):
     payload: msgspec.Raw
 
 
-class BatchEnvelope(Struct):
+class BatchEnvelope(Struct, gc=False):
     """A batch body (SPEC §2). Fields the server reads leniently stay ``Any``."""
 
     events: list[EventEnvelope]
@@ -98,5 +100,26 @@ class BatchEnvelope(Struct):
     async_mode: Any = None
 
 
+class SpanEvent(Struct, gc=False):
+    """An observation event, its payload decoded with the rest of the body."""
+
+    event_id: Ulid
+    event_type: str
+    timestamp: Annotated[float, Meta(ge=0, lt=1e11)]
+    payload: Observation
+
+
+class SpanBatch(Struct, gc=False):
+    """A batch whose every payload is an observation: the usual SDK batch, decoded in one
+    pass (no raw payload kept and decoded again per event)."""
+
+    events: list[SpanEvent]
+    resource: Any = None
+    environment: Any = None
+    deduplication: Any = None
+    async_mode: Any = None
+
+
 BATCH = msgspec.json.Decoder(BatchEnvelope)
+SPAN_BATCH = msgspec.json.Decoder(SpanBatch)
 OBSERVATION = msgspec.json.Decoder(Observation)

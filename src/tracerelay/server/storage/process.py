@@ -40,6 +40,7 @@ from typing import Any
 
 import msgspec
 
+from tracerelay.server.runtime import tune_gc
 from tracerelay.server.storage.base import StorageError, Store
 from tracerelay.server.storage.rows import SpanWrite, WriteBatch, WriteResult
 
@@ -185,6 +186,7 @@ def _serve(pipe: Connection, sqlite_path: str | None, database_url: str) -> None
     except Exception as exc:
         pipe.send(("error", f"the writer process cannot open the store: {exc}"))
         return
+    tune_gc()
     pipe.send(("ready", os.getpid()))
     try:
         while True:
