@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,36 @@ def test_the_child_exits_when_the_server_is_killed(tmp_path: Path) -> None:
         parent.wait(10)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_groups_sent_back_to_back_are_each_answered_with_their_own_repeats(
+    tmp_path: Path,
+) -> None:
+    """The child may take several waiting groups into one transaction; each group's
+    answer still comes back in the order sent, holding its own repeats only."""
+    path = tmp_path / "db.sqlite"
+    SqliteStore(str(path)).close()
+    process = WriterProcess(str(path), "")
+    answers: list[tuple[int, set[str]]] = []
+    done = threading.Event()
+    groups = 40
+
+    def answer(n: int) -> Any:
+        def told(results: Any, error: BaseException | None) -> None:
+            assert error is None, error
+            answers.append((n, results[0].duplicates))
+            if len(answers) == groups:
+                done.set()
+
+        return told
+
+    try:
+        for n in range(groups):  # group n: span n, and span n - 1 again (a repeat)
+            spans = one_span(n + 1)[0].spans + (one_span(n)[0].spans if n else [])
+            process.send([WriteBatch("p", spans)], answer(n))
+        assert done.wait(30)
+    finally:
+        process.close()
+    assert [n for n, _ in answers] == list(range(groups))
+    assert [ids for _, ids in answers] == [set()] + [{f"{n:026d}"} for n in range(1, groups)]
+    assert len(table(path, "SELECT span_id FROM spans")) == groups

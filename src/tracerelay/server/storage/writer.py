@@ -8,7 +8,9 @@
 Each request waits for the commit that holds its batch: the answer is sent
 only when the data is on disk (an acknowledgement is a promise), yet the
 commit and its fsync are shared by every request that arrived meanwhile, so
-more concurrent requests cost fewer commits each. The queue is bounded by
+more concurrent requests cost fewer commits each. With a ``WriterProcess`` the
+thread sends each group and goes on to the next without waiting for the commit;
+the answers come back on another thread (``storage/process.py``). The queue is bounded by
 events; ``submit`` refuses (``QueueFull``) beyond it, and the ingest answers
 503 with Retry-After instead of growing memory.
 """
@@ -21,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from tracerelay.server.storage.rows import WriteBatch, WriteResult
@@ -68,6 +71,9 @@ class Writer:
         self._queued = 0
         self._cond = threading.Condition()
         self._closing = False
+        # A sink that can take a group without waiting for its commit (WriterProcess):
+        # the next group is sent while the child commits this one.
+        self._send: Callable[..., None] | None = getattr(store, "send", None)
         self._thread = threading.Thread(target=self._run, name="tracerelay-writer", daemon=True)
         self._thread.start()
         self.commits = 0
@@ -137,16 +143,35 @@ class Writer:
                     group.append(job)
                     size += len(job.batch)
                 self._queued -= size
-            try:
-                results = self.store.write([job.batch for job in group])
-            except Exception as exc:
-                for job in group:
-                    _settle(job.future, error=exc)
+            batches = [job.batch for job in group]
+            if self._send is not None:  # a WriterProcess: answered on its own thread
+                try:
+                    self._send(batches, partial(self._done, group, size))
+                except Exception as exc:
+                    self._done(group, size, None, exc)
                 continue
-            self.commits += 1
-            self.events_written += size
-            for job, result in zip(group, results, strict=True):
-                _settle(job.future, result=result)
+            try:
+                results = self.store.write(batches)
+            except Exception as exc:
+                self._done(group, size, None, exc)
+            else:
+                self._done(group, size, results, None)
+
+    def _done(
+        self,
+        group: list[_Job],
+        size: int,
+        results: list[WriteResult] | None,
+        error: BaseException | None,
+    ) -> None:
+        if error is not None or results is None:
+            for job in group:
+                _settle(job.future, error=error or RuntimeError("no results"))
+            return
+        self.commits += 1
+        self.events_written += size
+        for job, result in zip(group, results, strict=True):
+            _settle(job.future, result=result)
 
 
 def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
