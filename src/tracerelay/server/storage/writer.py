@@ -10,9 +10,9 @@ only when the data is on disk (an acknowledgement is a promise), yet the
 commit and its fsync are shared by every request that arrived meanwhile, so
 more concurrent requests cost fewer commits each. With a ``WriterProcess`` the
 thread sends each group and goes on to the next without waiting for the commit;
-the answers come back on another thread (``storage/process.py``). The queue is bounded by
-events; ``submit`` refuses (``QueueFull``) beyond it, and the ingest answers
-503 with Retry-After instead of growing memory.
+the answers come back on another thread (``storage/process.py``). The queue is
+bounded by events; ``submit`` refuses (``QueueFull``) beyond it, and the ingest
+answers 503 with Retry-After instead of growing memory.
 """
 
 from __future__ import annotations
