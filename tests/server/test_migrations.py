@@ -134,3 +134,35 @@ def test_an_older_empty_database_upgrades_to_the_current_schema(
         assert store.usage("p", 0, 10) == []
     finally:
         store.close()
+
+
+def test_postgresql_finds_spans_of_a_time_window_through_a_brin_index(
+    postgres_url: str,
+) -> None:
+    store = PostgresStore(postgres_url)
+    store.close()
+    engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as db:
+            kinds = dict(db.execute(sa.text(
+                "SELECT i.relname, am.amname FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+                "JOIN pg_am am ON am.oid = i.relam WHERE t.relname = 'spans'"
+            )).all())  # fmt: skip
+            assert kinds.get("spans_by_start_brin") == "brin"
+            assert "spans_by_start" not in kinds
+            # 100,000 spans arriving in start order, then an hour's window of them.
+            db.execute(sa.text(
+                "INSERT INTO spans (project_id, trace_id, span_id, name, service, start_ns, "
+                "end_ns, versions, body) SELECT 'p', lpad(to_hex(n / 100), 32, '0'), "
+                "lpad(to_hex(n), 16, '0'), 'op', 'svc', n::bigint * 1000000000, "
+                "n::bigint * 1000000000 + 5, '{}', '{}' FROM generate_series(1, 100000) AS n"
+            ))  # fmt: skip
+            db.execute(sa.text("ANALYZE spans"))
+            plan = "\n".join(row[0] for row in db.execute(sa.text(
+                "EXPLAIN SELECT service, count(*) FROM spans WHERE project_id = 'p' "
+                "AND start_ns >= 50000000000000 AND start_ns < 53600000000000 GROUP BY service"
+            )))  # fmt: skip
+            assert "spans_by_start_brin" in plan, plan
+    finally:
+        engine.dispose()
