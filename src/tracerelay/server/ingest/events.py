@@ -111,12 +111,10 @@ def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> Batc
         envelope = BATCH.decode(raw)
     except msgspec.DecodeError:
         return _read_batch_slowly(raw, project_id, defer_async)
-    dedup = envelope.deduplication if isinstance(envelope.deduplication, dict) else {}
-    if defer_async and envelope.async_mode is True:
-        return BatchBody(None, len(envelope.events), dedup)
-    service, environment = _origin(envelope.resource, envelope.environment)
-    parsed = Parsed(WriteBatch(project_id))
-    rows = _Rows(project_id, service, environment, parsed)
+    rows = _Rows.of(envelope, project_id, defer_async)
+    if isinstance(rows, BatchBody):
+        return rows
+    parsed, service, environment = rows.parsed, rows.service, rows.environment
     for index, event in enumerate(envelope.events):
         if event.event_type in _OBSERVATION and not event.event_id.strip(_CROCKFORD):
             obs = decode_observation(event.payload, event.event_type)
@@ -130,18 +128,15 @@ def read_batch(raw: bytes, project_id: str, *, defer_async: bool = True) -> Batc
             "payload": orjson.loads(memoryview(event.payload)),
         }
         _add_or_refuse(parsed, index, one, service, environment)
-    return BatchBody(parsed, len(envelope.events), dedup)
+    return rows.body()
 
 
 def _read_spans(batch: SpanBatch, project_id: str, defer_async: bool) -> BatchBody | None:
     """A batch of observation events decoded whole; None when any event is not acceptable
     (the other ways then read it again, to explain what is not)."""
-    dedup = batch.deduplication if isinstance(batch.deduplication, dict) else {}
-    if defer_async and batch.async_mode is True:
-        return BatchBody(None, len(batch.events), dedup)
-    service, environment = _origin(batch.resource, batch.environment)
-    parsed = Parsed(WriteBatch(project_id))
-    rows = _Rows(project_id, service, environment, parsed)
+    rows = _Rows.of(batch, project_id, defer_async)
+    if isinstance(rows, BatchBody):
+        return rows
     for event in batch.events:
         obs, event_type = event.payload, event.event_type
         if (
@@ -151,30 +146,45 @@ def _read_spans(batch: SpanBatch, project_id: str, defer_async: bool) -> BatchBo
         ):
             return None
         rows.add(obs, event.event_id, event.timestamp)
-    return BatchBody(parsed, len(batch.events), dedup)
+    return rows.body()
 
 
 class _Rows:
-    """Accepted observation events → the batch's span rows and event ids; the version
-    prefix is formatted once per distinct timestamp (a batch's events mostly share one)."""
+    """A batch being read: its accepted observation events → span rows and event ids;
+    the version prefix is formatted once per distinct timestamp (a batch's events
+    mostly share one)."""
 
-    __slots__ = ("_at", "_environment", "_ids", "_project", "_service", "_spans", "_stamp")
+    __slots__ = ("_at", "_stamp", "dedup", "environment", "events", "parsed", "project",
+                 "service")  # fmt: skip
 
-    def __init__(self, project_id: str, service: Any, environment: Any, parsed: Parsed) -> None:
-        self._project, self._service, self._environment = project_id, service, environment
-        self._spans, self._ids = parsed.batch.spans, parsed.event_ids
+    @classmethod
+    def of(cls, envelope: Any, project_id: str, defer_async: bool) -> _Rows | BatchBody:
+        """The reading of a decoded envelope — or, when it asks for ``async_mode`` and
+        ``defer_async``, its answer at once (only counted)."""
+        dedup = envelope.deduplication if isinstance(envelope.deduplication, dict) else {}
+        if defer_async and envelope.async_mode is True:
+            return BatchBody(None, len(envelope.events), dedup)
+        return cls(project_id, envelope, dedup)
+
+    def __init__(self, project_id: str, envelope: Any, dedup: dict[str, Any]) -> None:
+        self.project, self.dedup, self.events = project_id, dedup, len(envelope.events)
+        self.service, self.environment = _origin(envelope.resource, envelope.environment)
+        self.parsed = Parsed(WriteBatch(project_id))
         self._at: float | None = None
         self._stamp = ""
+
+    def body(self) -> BatchBody:
+        return BatchBody(self.parsed, self.events, self.dedup)
 
     def add(self, obs: Observation, event_id: str, timestamp: float) -> None:
         event_id = event_id.upper()  # ULIDs are case-insensitive
         if timestamp != self._at:
             self._at, self._stamp = timestamp, version_of(timestamp, "")
         row = observation_row(
-            self._project, obs, self._stamp + event_id, self._service, self._environment
+            self.project, obs, self._stamp + event_id, self.service, self.environment
         )
-        self._spans.append(SpanWrite(obs.trace_id, obs.span_id, row, event_id))
-        self._ids.append(event_id)
+        self.parsed.batch.spans.append(SpanWrite(obs.trace_id, obs.span_id, row, event_id))
+        self.parsed.event_ids.append(event_id)
 
 
 def _read_batch_slowly(raw: bytes, project_id: str, defer_async: bool) -> BatchBody:
