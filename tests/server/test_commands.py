@@ -65,3 +65,14 @@ def test_demo_with_a_server_stores_the_agent_runs_and_says_where_to_look(
             assert any(r["event_type"] == "quality_score_create" for r in found["records"])
     finally:
         store.close()
+
+
+def test_demo_on_port_0_sends_to_and_names_the_port_it_was_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["demo", "--serve", "--exit", "--port", "0", "--database", str(tmp_path / "d.db")]
+    assert main([*args, "--traces", "1"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    url = first.rsplit(" ", 1)[1]
+    assert not url.endswith(":0") and int(url.rsplit(":", 1)[1]) > 0
+    assert not first.startswith("tracerelay demo: 0 records"), first

@@ -118,7 +118,8 @@ def demo(args: argparse.Namespace) -> int:
             print(f"tracerelay demo: the server did not start on port {settings.port}")
             return 1
         time.sleep(0.05)
-    url = f"http://{settings.host}:{settings.port}"
+    port = server.servers[0].sockets[0].getsockname()[1]  # --port 0: the one bound
+    url = f"http://{settings.host}:{port}"
     client = tracerelay.init(
         service="tracerelay-demo", exporter="http", endpoint=url, api_key=key, environ={}
     )
