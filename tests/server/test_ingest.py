@@ -4,6 +4,7 @@ once, in any order, and bad input answered 4xx with a code — never 5xx, never 
 from __future__ import annotations
 
 import gzip
+import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,10 @@ import zstandard
 
 import tracerelay
 from tests.server.support import ADMIN_KEY, RunningServer, running_server
+from tracerelay.errors import ConfigError
 from tracerelay.ids import new_event_id
 from tracerelay.server.keys import make_key
+from tracerelay.server.settings import ServerSettings
 from tracerelay.server.storage.sqlite import SqliteStore
 
 
@@ -264,3 +267,21 @@ def test_keys_scopes_and_projects_are_enforced(server: RunningServer) -> None:
     with server.client(read_b) as reader_b:
         hidden = reader_b.get(f"/v1/traces/{only_default}")
         assert hidden.status_code == 404 and hidden.json()["code"] == "TR-QUERY-NOT-FOUND"
+
+
+def test_with_the_writer_process_turned_off_batches_are_written_by_a_thread(
+    tmp_path: Path,
+) -> None:
+    settings = ServerSettings.from_env({"TRACERELAY_WRITER_PROCESS": "off"})
+    assert settings.writer_process is False
+    with pytest.raises(ConfigError) as refused:
+        ServerSettings.from_env({"TRACERELAY_WRITER_PROCESS": "maybe"})
+    assert refused.value.code == "TR-CONFIG-TYPE" and "WRITER_PROCESS" in str(refused.value)
+    before = set(multiprocessing.active_children())
+    trace_id = "ef" * 16
+    events = [span_event(trace_id, f"{i:016x}") for i in range(1, 11)]
+    with running_server(tmp_path, writer_process=False) as server:
+        assert set(multiprocessing.active_children()) == before  # no writer started
+        assert post(server, events).json()["processed_events"] == 10
+        assert post(server, events).json()["duplicate_events"] == 10
+        assert server.trace(trace_id)["span_count"] == 10

@@ -15,6 +15,8 @@ from tracerelay.errors import ConfigError
 __all__ = ["ServerSettings"]
 
 _MB = 1 << 20
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +37,8 @@ class ServerSettings:
     rate_limit_events_per_s: float | None = None
     rate_limit_burst: int | None = None
     writer_process: bool = True
-    """Write from a child process (``storage/process.py``) rather than a thread."""
+    """Write from a child process (``storage/process.py``) rather than a thread of this
+    one (``TRACERELAY_WRITER_PROCESS=false``: where starting a process is not allowed)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -96,5 +99,15 @@ class ServerSettings:
         ):
             if env.get(variable):
                 values[name] = env[variable]
+        flag = env.get("TRACERELAY_WRITER_PROCESS", "").strip().lower()
+        if flag:
+            if flag not in _TRUE | _FALSE:
+                raise ConfigError(
+                    f"TRACERELAY_WRITER_PROCESS={env['TRACERELAY_WRITER_PROCESS']!r} is not "
+                    "a boolean.",
+                    code="TR-CONFIG-TYPE",
+                    fix="set it to true or false (1/0, yes/no, on/off), or unset it.",
+                )
+            values["writer_process"] = flag in _TRUE
         values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
