@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tracerelay.ids import new_event_id
 from tracerelay.server.ingest.events import read_batch
 from tracerelay.server.storage.base import StorageError
+from tracerelay.server.storage.merge import version_of
 from tracerelay.server.storage.process import WriterProcess, pack, unpack
 from tracerelay.server.storage.rows import SpanWrite, WriteBatch
 from tracerelay.server.storage.sqlite import SqliteStore
@@ -133,9 +134,11 @@ def test_the_child_stores_what_the_store_would(tmp_path: Path) -> None:
 
 
 def one_span(n: int) -> list[WriteBatch]:
+    event_id = f"{n:026d}"
+    versions = orjson.dumps({"v": version_of(1.0, event_id)}).decode()
     row = ("p", f"{n:032x}", f"{n:016x}", None, "s", None, n, n + 1, None, "unset", None,
-           '{"v":"1"}', "{}")  # fmt: skip
-    return [WriteBatch("p", [SpanWrite(row[1], row[2], row, f"{n:026d}")])]
+           versions, "{}")  # fmt: skip
+    return [WriteBatch("p", [SpanWrite(row[1], row[2], row, event_id)])]
 
 
 def test_a_killed_child_fails_its_group_and_is_started_again(tmp_path: Path) -> None:
@@ -249,9 +252,14 @@ def test_groups_sent_back_to_back_are_each_answered_with_their_own_repeats(
         return told
 
     try:
-        for n in range(groups):  # group n: span n, and span n - 1 again (a repeat)
+        for n in range(groups):  # group n: span n + 1, and span n again (a repeat)
             spans = one_span(n + 1)[0].spans + (one_span(n)[0].spans if n else [])
             process.send([WriteBatch("p", spans)], answer(n))
+            if n < groups // 2:  # the first half one transaction each, the rest at once
+                deadline = time.monotonic() + 10
+                while len(answers) <= n:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.005)
         assert done.wait(30)
     finally:
         process.close()
