@@ -16,7 +16,7 @@ agree on every payload (a hypothesis test holds them to it).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -24,9 +24,14 @@ from msgspec import Meta, Struct
 __all__ = [
     "BATCH",
     "OBSERVATION",
+    "SPAN_BATCH",
+    "Batch",
     "BatchEnvelope",
+    "Event",
     "EventEnvelope",
     "Observation",
+    "SpanBatch",
+    "SpanEvent",
     "Status",
 ]
 
@@ -81,43 +86,35 @@ class Observation(Struct, gc=False):
     scope: Any = None
 
 
-class EventEnvelope(Struct, gc=False):
-    """One event of a batch, its payload still raw JSON."""
+P = TypeVar("P")
+
+
+class Event(Struct, Generic[P], gc=False):
+    """One event of a batch; its payload raw JSON (``EventEnvelope``: decoded later by its
+    event type) or an ``Observation`` (``SpanEvent``)."""
 
     event_id: Ulid
     event_type: str
     timestamp: Annotated[float, Meta(ge=0, lt=1e11)]
-    payload: msgspec.Raw
+    payload: P
 
 
-class BatchEnvelope(Struct, gc=False):
+class Batch(Struct, Generic[P], gc=False):
     """A batch body (SPEC §2). Fields the server reads leniently stay ``Any``."""
 
-    events: list[EventEnvelope]
+    events: list[Event[P]]
     resource: Any = None
     environment: Any = None
     deduplication: Any = None
     async_mode: Any = None
 
 
-class SpanEvent(Struct, gc=False):
-    """An observation event, its payload decoded with the rest of the body."""
-
-    event_id: Ulid
-    event_type: str
-    timestamp: Annotated[float, Meta(ge=0, lt=1e11)]
-    payload: Observation
-
-
-class SpanBatch(Struct, gc=False):
-    """A batch whose every payload is an observation: the usual SDK batch, decoded in one
-    pass (no raw payload kept and decoded again per event)."""
-
-    events: list[SpanEvent]
-    resource: Any = None
-    environment: Any = None
-    deduplication: Any = None
-    async_mode: Any = None
+EventEnvelope = Event[msgspec.Raw]
+BatchEnvelope = Batch[msgspec.Raw]
+SpanEvent = Event[Observation]
+SpanBatch = Batch[Observation]
+"""A batch whose every payload is an observation: the usual SDK batch, decoded in one
+pass (no raw payload kept and decoded again per event)."""
 
 
 BATCH = msgspec.json.Decoder(BatchEnvelope)
