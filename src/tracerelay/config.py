@@ -20,12 +20,13 @@ from typing import Any, Literal
 
 from tracerelay.errors import ConfigError
 
-__all__ = ["Config", "Option", "make_config", "options"]
+__all__ = ["FALSE_WORDS", "TRUE_WORDS", "Config", "Option", "make_config", "options"]
 
 _UNSET: Any = object()
 _ENV_PREFIX = "TRACERELAY_"
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+"""How a boolean is spelled in the environment, wherever tracerelay reads one."""
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
 Kind = Literal["bool", "int", "float", "str", "choice", "bytes", "url", "secret"]
@@ -124,9 +125,9 @@ def _to_bool(opt: Option, value: Any) -> bool:
         return bool(value)
     if isinstance(value, str):
         text = value.strip().lower()
-        if text in _TRUE:
+        if text in TRUE_WORDS:
             return True
-        if text in _FALSE:
+        if text in FALSE_WORDS:
             return False
     raise ValueError(value)
 

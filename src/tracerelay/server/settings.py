@@ -10,13 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from tracerelay.config import FALSE_WORDS, TRUE_WORDS
 from tracerelay.errors import ConfigError
 
 __all__ = ["ServerSettings"]
 
 _MB = 1 << 20
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,13 +100,13 @@ class ServerSettings:
                 values[name] = env[variable]
         flag = env.get("TRACERELAY_WRITER_PROCESS", "").strip().lower()
         if flag:
-            if flag not in _TRUE | _FALSE:
+            if flag not in TRUE_WORDS | FALSE_WORDS:
                 raise ConfigError(
                     f"TRACERELAY_WRITER_PROCESS={env['TRACERELAY_WRITER_PROCESS']!r} is not "
                     "a boolean.",
                     code="TR-CONFIG-TYPE",
                     fix="set it to true or false (1/0, yes/no, on/off), or unset it.",
                 )
-            values["writer_process"] = flag in _TRUE
+            values["writer_process"] = flag in TRUE_WORDS
         values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
