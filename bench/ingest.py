@@ -438,8 +438,9 @@ def main() -> None:
     directory = tempfile.mkdtemp(prefix="tracerelay-bench-ingest-")
     print(f"bench/ingest.py: python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     try:
-        sdk_bodies = [batch(trace_id, 0, start) for trace_id, start in traces(args.batches)]
-        otlp = [otlp_batch(trace_id, start) for trace_id, start in traces(args.batches)]
+        load = traces(args.batches)  # the same traces for both encodings
+        sdk_bodies = [batch(trace_id, 0, start) for trace_id, start in load]
+        otlp = [otlp_batch(trace_id, start) for trace_id, start in load]
         ours: dict[str, OtlpRun] = {}
         for backend in dict.fromkeys(backends):
             label = BACKENDS[backend]
